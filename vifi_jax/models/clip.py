@@ -1,0 +1,251 @@
+"""CLIP image and text towers in Flax Linen, numerically OpenAI's `clip/model.py`.
+
+Parameter paths mirror OpenAI's state-dict keys with `_` for `.` inside module
+names (`visual/transformer/resblocks_3/attn/in_proj/kernel`), so checkpoint
+conversion is one declarative table (see `vifi_jax/convert.py`).
+
+Deep prompts ("bridge and prompt", ViFi-CLIP's IVLP variant) follow the
+official code: vision prompt tokens are appended after the positional embedding
+and before `ln_pre`, text context vectors sit right after SOT; blocks
+1 … depth-1 replace those tokens with their own `VPT_shallow` at their input.
+"""
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# Every field of `CLIP`, OpenAI's `build_model` names first.
+VARIANTS = {
+    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=32, context_length=77, vocab_size=49408,
+                     transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=16, context_length=77, vocab_size=49408,
+                     transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
+                     vision_patch_size=14, context_length=77, vocab_size=49408,
+                     transformer_width=768, transformer_heads=12, transformer_layers=12),
+}
+
+
+def layer_norm(name=None):
+    """OpenAI's LayerNorm: eps 1e-5, two-pass variance, computed in fp32."""
+    return nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, use_fast_variance=False, name=name)
+
+
+def quick_gelu(x):
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+class MultiheadAttention(nn.Module):
+    """torch.nn.MultiheadAttention with packed q/k/v projection (`in_proj`)."""
+    num_heads: int
+    causal: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        batch, length, width = x.shape
+        head_dim = width // self.num_heads
+        qkv = nn.Dense(3 * width, dtype=self.dtype, name="in_proj",
+                       kernel_init=nn.initializers.normal(width ** -0.5))(x)
+        q, k, v = jnp.split(qkv.reshape(batch, length, 3 * self.num_heads, head_dim), 3, axis=2)
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
+        return nn.Dense(width, dtype=self.dtype, name="out_proj")(out.reshape(batch, length, width))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN block; with `num_prompts` it first swaps in its own deep prompts."""
+    num_heads: int
+    causal: bool = False
+    num_prompts: int = 0
+    prompt_slot: str = "end"  # "end" (vision) or "after_sot" (text)
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        width = x.shape[-1]
+        if self.num_prompts:
+            prompts = self.param("VPT_shallow", nn.initializers.normal(0.02), (self.num_prompts, width))
+            x = replace_prompts(x, prompts, self.prompt_slot)
+        h = layer_norm("ln_1")(x).astype(self.dtype)
+        x = x + MultiheadAttention(self.num_heads, self.causal, self.dtype, name="attn")(h)
+        h = layer_norm("ln_2")(x).astype(self.dtype)
+        return x + MLP(self.dtype, name="mlp")(h)
+
+
+class MLP(nn.Module):
+    """c_fc (d -> 4d), QuickGELU, c_proj (4d -> d)."""
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        width = x.shape[-1]
+        x = nn.Dense(4 * width, dtype=self.dtype, name="c_fc",
+                     kernel_init=nn.initializers.normal((2 * width) ** -0.5))(x)
+        return nn.Dense(width, dtype=self.dtype, name="c_proj")(quick_gelu(x))
+
+
+def replace_prompts(x, prompts, slot):
+    """Put `prompts` [n, D] into every sequence of x [B, L, D] at the prompt slot."""
+    n = prompts.shape[0]
+    prompts = jnp.broadcast_to(prompts.astype(x.dtype), (x.shape[0], n, x.shape[-1]))
+    if slot == "end":
+        return jnp.concatenate([x[:, :-n], prompts], axis=1)
+    return jnp.concatenate([x[:, :1], prompts, x[:, 1 + n:]], axis=1)
+
+
+class Transformer(nn.Module):
+    width: int
+    layers: int
+    heads: int
+    causal: bool = False
+    num_prompts: int = 0
+    prompt_depth: int = 0
+    prompt_slot: str = "end"
+    dtype: Dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        block = nn.remat(ResidualAttentionBlock) if self.remat else ResidualAttentionBlock
+        for i in range(self.layers):
+            prompts_here = self.num_prompts if 1 <= i < self.prompt_depth else 0
+            x = block(self.heads, self.causal, prompts_here, self.prompt_slot, self.dtype,
+                      name=f"resblocks_{i}")(x)
+        return x
+
+
+class PatchEmbedding(nn.Module):
+    """conv1 (kernel = stride = patch, no bias) computed as one matmul over patches."""
+    patch_size: int
+    width: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images):
+        p, channels = self.patch_size, images.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, channels, self.width))
+        n, h, w, _ = images.shape
+        patches = images.reshape(n, h // p, p, w // p, p, channels).transpose(0, 1, 3, 2, 4, 5)
+        patches = patches.reshape(n, (h // p) * (w // p), p * p * channels).astype(self.dtype)
+        return patches @ kernel.reshape(p * p * channels, self.width).astype(self.dtype)
+
+
+class VisionTransformer(nn.Module):
+    """OpenAI's ViT image tower: NHWC images [N, H, W, 3] -> projected CLS [N, output_dim]."""
+    input_resolution: int
+    patch_size: int
+    width: int
+    layers: int
+    heads: int
+    output_dim: int
+    num_prompts: int = 0
+    prompt_depth: int = 0
+    dtype: Dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, images):
+        scale = self.width ** -0.5
+        x = PatchEmbedding(self.patch_size, self.width, self.dtype, name="conv1")(images)
+        grid = self.input_resolution // self.patch_size
+        cls = self.param("class_embedding", nn.initializers.normal(scale), (self.width,))
+        pos = self.param("positional_embedding", nn.initializers.normal(scale), (grid * grid + 1, self.width))
+        cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.width))
+        x = jnp.concatenate([cls, x], axis=1) + pos.astype(x.dtype)
+        if self.prompt_depth > 0:
+            prompts = self.param("VPT", nn.initializers.normal(0.02), (self.num_prompts, self.width))
+            x = jnp.concatenate([x, jnp.broadcast_to(prompts.astype(x.dtype), (x.shape[0],) + prompts.shape)], 1)
+        x = layer_norm("ln_pre")(x).astype(self.dtype)
+        x = Transformer(self.width, self.layers, self.heads, False, self.num_prompts, self.prompt_depth,
+                        "end", self.dtype, self.remat, name="transformer")(x)
+        x = layer_norm("ln_post")(x[:, 0])
+        proj = self.param("proj", nn.initializers.normal(scale), (self.width, self.output_dim))
+        return x.astype(self.dtype) @ proj.astype(self.dtype)
+
+
+class PromptLearner(nn.Module):
+    """The learned text context vectors `prompt_learner.ctx`, placed right after SOT."""
+    num_prompts: int
+    width: int
+
+    @nn.compact
+    def __call__(self, token_embeddings):
+        ctx = self.param("ctx", nn.initializers.normal(0.02), (self.num_prompts, self.width))
+        return replace_prompts(token_embeddings, ctx, "after_sot")
+
+
+class CLIP(nn.Module):
+    """Both towers. Fields are OpenAI's `build_model` arguments plus prompting and execution knobs."""
+    embed_dim: int
+    image_resolution: int
+    vision_layers: int
+    vision_width: int
+    vision_patch_size: int
+    context_length: int
+    vocab_size: int
+    transformer_width: int
+    transformer_heads: int
+    transformer_layers: int
+    vision_prompts: int = 0      # N_CTX_VISION
+    vision_prompt_depth: int = 0  # PROMPT_DEPTH_VISION (0 = no vision prompts)
+    text_prompts: int = 0        # N_CTX_TEXT
+    text_prompt_depth: int = 0    # PROMPT_DEPTH_TEXT (0 = no text prompts)
+    dtype: Dtype = jnp.float32   # compute dtype; parameters stay fp32
+    remat: bool = False          # rematerialise each residual block
+
+    def setup(self):
+        self.visual = VisionTransformer(
+            self.image_resolution, self.vision_patch_size, self.vision_width, self.vision_layers,
+            self.vision_width // 64, self.embed_dim, self.vision_prompts, self.vision_prompt_depth,
+            self.dtype, self.remat)
+        width = self.transformer_width
+        self.token_embedding = nn.Embed(self.vocab_size, width, embedding_init=nn.initializers.normal(0.02))
+        self.positional_embedding = self.param(
+            "positional_embedding", nn.initializers.normal(0.01), (self.context_length, width))
+        self.transformer = Transformer(
+            width, self.transformer_layers, self.transformer_heads, True, self.text_prompts,
+            self.text_prompt_depth, "after_sot", self.dtype, self.remat)
+        if self.text_prompt_depth > 0:
+            self.prompt_learner = PromptLearner(self.text_prompts, width)
+        self.ln_final = layer_norm()
+        self.text_projection = self.param(
+            "text_projection", nn.initializers.normal(width ** -0.5), (width, self.embed_dim))
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(1 / 0.07)), ())
+
+    def encode_image(self, images):
+        """Images [N, H, W, 3], already normalised -> features [N, embed_dim] (not L2-normalised)."""
+        return self.visual(images)
+
+    def encode_text(self, token_ids):
+        """Token ids [N, L], L <= context_length -> features [N, embed_dim] (not L2-normalised).
+
+        Any L that covers every EOT gives the same features as 77: the mask is
+        causal and pooling reads the EOT token (see `tokenizer.truncate`).
+        """
+        length = token_ids.shape[1]
+        x = self.token_embedding(token_ids)
+        if self.text_prompt_depth > 0:
+            x = self.prompt_learner(x)
+        x = (x + self.positional_embedding[:length]).astype(self.dtype)
+        x = self.transformer(x)
+        x = self.ln_final(x)
+        eot = jnp.argmax(token_ids, axis=-1)
+        x = x[jnp.arange(x.shape[0]), eot]
+        return x.astype(self.dtype) @ self.text_projection.astype(self.dtype)
+
+    def __call__(self, images, token_ids):
+        """OpenAI's `CLIP.forward`: (logits_per_image [N, M], logits_per_text [M, N])."""
+        image = l2_normalize(self.encode_image(images).astype(jnp.float32))
+        text = l2_normalize(self.encode_text(token_ids).astype(jnp.float32))
+        logits = jnp.exp(self.logit_scale) * image @ text.T
+        return logits, logits.T
+
+
+def l2_normalize(x):
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
