@@ -62,3 +62,20 @@ def state_dict_numpy(model):
 def relative_error(actual, expected):
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+def write_openai_jit_archive(reference, openai_model, path):
+    """Save `reference` the way OpenAI distributes CLIP: a traced TorchScript archive, fp16 weights."""
+    import copy
+
+    import torch
+    model = copy.deepcopy(reference)
+    openai_model.convert_weights(model)
+    model.input_resolution = torch.tensor(model.visual.input_resolution)
+    model.context_length = torch.tensor(model.context_length)
+    model.vocab_size = torch.tensor(model.vocab_size)
+    size = model.visual.input_resolution
+    traced = torch.jit.trace_module(
+        model, {"encode_image": torch.zeros(1, 3, size, size, dtype=torch.float16)}, check_trace=False)
+    traced.save(str(path))
+    return path

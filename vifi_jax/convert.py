@@ -162,8 +162,6 @@ def infer_config(state):
             raise ConversionError(f"checkpoint lacks {key}; cannot infer the model shape")
         return np.shape(state[key])
 
-    if "visual.proj" not in state and any(k.startswith("visual.layer1") for k in state):
-        raise ConversionError("this is a ResNet CLIP checkpoint; vifi_jax implements the ViT towers only")
     vision_width, _, patch, _ = need("visual.conv1.weight")
     grid = round((need("visual.positional_embedding")[0] - 1) ** 0.5)
     text_width = need("ln_final.weight")[0]
@@ -261,6 +259,8 @@ def read_state_dict(path):
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     if any(k.startswith(("image_encoder.", "text_encoder.")) for k in state):
         return vifi_to_openai(state), "vifi"
+    if any(k.startswith("visual.layer1.") for k in state):
+        raise ConversionError(f"{path} is a ResNet CLIP checkpoint; vifi_jax implements the ViT towers only")
     if any(k.startswith("visual.") for k in state):
         return {k: v for k, v in state.items() if k not in OPENAI_BUFFERS}, "openai"
     raise ConversionError(f"{path} has neither OpenAI CLIP ('visual.…') nor ViFi-CLIP ('image_encoder.…') keys")
