@@ -2,7 +2,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import torch
 
 from conftest import TINY, perturbed_reference, relative_error, state_dict_numpy

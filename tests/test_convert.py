@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY, perturbed_reference, state_dict_numpy, write_openai_jit_archive
-from vifi_jax import convert, downloads, torch_files
+from vifi_jax import convert, downloads
 from vifi_jax.models import vifi
 
 PROMPTS = dict(n_vision=4, depth_vision=3, n_text=5, depth_text=2)

@@ -34,14 +34,6 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def resolve(name_or_path):
-    """`openai:<model>` -> local file (downloading it if needed); anything else is returned as is."""
-    name_or_path = os.fspath(name_or_path)
-    if name_or_path.startswith("openai:"):
-        return openai_weights(name_or_path[len("openai:"):])
-    return name_or_path
-
-
 def openai_weights(model, urls=None, root=None):
     """Path of OpenAI's `model` checkpoint in the cache, downloaded and verified on first use."""
     urls = OPENAI_MODELS if urls is None else urls
