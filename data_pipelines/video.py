@@ -63,15 +63,11 @@ def read_frames(path, indices, seek_threshold=SEEK_THRESHOLD):
         for target in np.unique(indices):
             if seek_threshold and target - position >= seek_threshold:
                 position = _seek(capture, path, position, int(target))
-            while position < target:
+            while position <= target:
                 if not capture.grab():
                     raise VideoError(path, f"frame {target} asked for, but the video ends after {position} frames")
                 position += 1
-            ok, frame = capture.read()
-            if not ok:
-                raise VideoError(path, f"frame {target} asked for, but the video ends after {position} frames")
-            frames[int(target)] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            position += 1
+            frames[int(target)] = cv2.cvtColor(capture.retrieve()[1], cv2.COLOR_BGR2RGB)
     finally:
         capture.release()
     return np.stack([frames[int(i)] for i in indices])
