@@ -1,6 +1,9 @@
 """Shared test helpers: OpenAI's reference code loaded by file path, tiny configs, random weights."""
+import contextlib
 import importlib.util
 import os
+import sys
+import types
 
 import jax
 import numpy as np
@@ -79,3 +82,22 @@ def write_openai_jit_archive(reference, openai_model, path):
         model, {"encode_image": torch.zeros(1, 3, size, size, dtype=torch.float16)}, check_trace=False)
     traced.save(str(path))
     return path
+
+
+@contextlib.contextmanager
+def fake_yacs():
+    """A stand-in `yacs.config.CfgNode` (a dict subclass, as yacs' is) that exists only inside the block,
+    so checkpoints pickled with it must later load without yacs installed."""
+    yacs = types.ModuleType("yacs")
+    yacs.config = types.ModuleType("yacs.config")
+    def init(self, *args, **kwargs):
+        dict.__init__(self, *args, **kwargs)
+        self.__dict__["__immutable__"] = False  # pickled as BUILD state, as yacs' own attributes are
+
+    cfg_node = type("CfgNode", (dict,), {"__module__": "yacs.config", "__init__": init})
+    yacs.config.CfgNode = cfg_node
+    sys.modules.update({"yacs": yacs, "yacs.config": yacs.config})
+    try:
+        yield cfg_node
+    finally:
+        del sys.modules["yacs"], sys.modules["yacs.config"]

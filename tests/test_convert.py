@@ -2,14 +2,12 @@
 import hashlib
 import os
 import shutil
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, perturbed_reference, state_dict_numpy, write_openai_jit_archive
+from conftest import TINY, fake_yacs, perturbed_reference, state_dict_numpy, write_openai_jit_archive
 from vifi_jax import convert, downloads
 from vifi_jax.models import vifi
 
@@ -31,13 +29,7 @@ def torch_state(path):
 def official_vifi_state(reference, prompted=False, n_classes=3):
     """The `model` dict of an official ViFi-CLIP checkpoint built from `reference`'s weights."""
     state = state_dict_numpy(reference)
-    out = {}
-    for key, value in state.items():
-        if key == "token_embedding.weight":
-            continue
-        for vifi_name, openai_name in convert.VIFI_PREFIXES:
-            if key.startswith(openai_name):
-                out["module." + vifi_name + key[len(openai_name):]] = value
+    out = convert.openai_to_vifi(state)
     width = state["ln_final.weight"].shape[0]
     rng = np.random.default_rng(0)
     out["module.prompt_learner.complete_text_embeddings"] = rng.normal(size=(n_classes, 77, width)).astype("f4")
@@ -57,17 +49,10 @@ def official_vifi_state(reference, prompted=False, n_classes=3):
 
 def save_official_vifi_checkpoint(state, path):
     """torch.save it as the official training loop does, yacs config included (yacs faked, then removed)."""
-    yacs = types.ModuleType("yacs")
-    yacs.config = types.ModuleType("yacs.config")
-    cfg_node = type("CfgNode", (dict,), {"__module__": "yacs.config"})
-    yacs.config.CfgNode = cfg_node
-    sys.modules.update({"yacs": yacs, "yacs.config": yacs.config})
-    try:
+    with fake_yacs() as cfg_node:
         torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()},
                     "optimizer": {"state": {}, "param_groups": []}, "lr_scheduler": {}, "max_accuracy": 0.0,
                     "epoch": 9, "config": cfg_node({"TRAIN": cfg_node({"LR": 8e-6})})}, path)
-    finally:
-        del sys.modules["yacs"], sys.modules["yacs.config"]
     return path
 
 

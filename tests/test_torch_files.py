@@ -2,8 +2,6 @@
 import collections
 import os
 import pickle
-import sys
-import types
 import zipfile
 
 import ml_dtypes
@@ -11,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import perturbed_reference, write_openai_jit_archive
+from conftest import fake_yacs, perturbed_reference, write_openai_jit_archive
 from vifi_jax import torch_files
 
 
@@ -68,22 +66,9 @@ def test_reader_equals_torch_jit_load_on_an_openai_style_archive(tmp_path, opena
 
 
 def test_yacs_config_loads_without_yacs(tmp_path):
-    yacs = types.ModuleType("yacs")
-    yacs.config = types.ModuleType("yacs.config")
-
-    class CfgNode(dict):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.__dict__["__immutable__"] = False
-
-    CfgNode.__module__, CfgNode.__qualname__ = "yacs.config", "CfgNode"
-    yacs.config.CfgNode = CfgNode
-    sys.modules.update({"yacs": yacs, "yacs.config": yacs.config})
-    try:
+    with fake_yacs() as CfgNode:
         config = CfgNode({"TRAIN": CfgNode({"LR": 8e-6, "EPOCHS": 10}), "DATA": CfgNode({"NUM_FRAMES": 32})})
         torch.save({"model": {"module.logit_scale": torch.tensor(4.6)}, "config": config}, tmp_path / "v.pth")
-    finally:
-        del sys.modules["yacs"], sys.modules["yacs.config"]
     loaded = torch_files.load(tmp_path / "v.pth")
     assert loaded["config"]["TRAIN"]["LR"] == 8e-6 and loaded["config"]["DATA"]["NUM_FRAMES"] == 32
     assert isinstance(loaded["config"], torch_files.ConfigNode)
