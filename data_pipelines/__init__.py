@@ -1,6 +1,6 @@
-"""Video data for vifi_jax: decoding, sampling (and, to come, transforms and Grain loaders).
+"""Video data for vifi_jax: decoding, sampling, transforms, datasets and Grain loaders.
 
-numpy / OpenCV only: importable inside worker processes without jax or vifi_jax.
+numpy / OpenCV / Grain only: importable inside worker processes without jax or vifi_jax.
 """
 from data_pipelines.sampling import sample_frame_indices
 from data_pipelines.video import VideoError, count_frames, read_frames

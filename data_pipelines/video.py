@@ -18,9 +18,10 @@ SEEK_THRESHOLD = 250
 class VideoError(RuntimeError):
     """A video that cannot be decoded as asked; names the file and the reason."""
 
-    def __init__(self, path, reason):
+    def __init__(self, path, reason, decoded=None):
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = str(path), reason
+        self.decoded = decoded  # frames that did decode, when the video ended before a requested frame
 
 
 def _open(path):
@@ -51,25 +52,62 @@ def count_frames(path):
 
 def read_frames(path, indices, seek_threshold=SEEK_THRESHOLD):
     """RGB uint8 frames [len(indices), H, W, 3] in the order asked; indices may repeat or be unsorted."""
+    indices = _check_indices(indices)
+    capture = _open(path)
+    try:
+        return _read(capture, path, indices, seek_threshold)
+    finally:
+        capture.release()
+
+
+def read_sampled_frames(path, choose_indices, seek_threshold=SEEK_THRESHOLD):
+    """Frames at `choose_indices(num_frames)`, in one open of the file.
+
+    The frame count comes from the container header, which is free; if the header over-counts and a
+    chosen frame does not exist, the indices are chosen again from the number of frames that did
+    decode. A header without a count falls back to counting by decoding.
+    """
+    capture = _open(path)
+    try:
+        num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if num_frames <= 0:
+            num_frames = count_frames(path)
+        try:
+            return _read(capture, path, _check_indices(choose_indices(num_frames)), seek_threshold)
+        except VideoError as error:
+            if not error.decoded:
+                raise
+            decoded = error.decoded
+        capture.release()
+        capture.open(os.fspath(path), cv2.CAP_FFMPEG)
+        return _read(capture, path, _check_indices(choose_indices(decoded)), seek_threshold)
+    finally:
+        capture.release()
+
+
+def _check_indices(indices):
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     if indices.size == 0:
         raise ValueError("read_frames needs at least one frame index")
     if indices.min() < 0:
         raise ValueError(f"frame indices must be >= 0, got {int(indices.min())}")
-    capture = _open(path)
+    return indices
+
+
+def _read(capture, path, indices, seek_threshold):
     frames = {}
-    try:
-        position = 0  # index of the frame the next grab() returns
-        for target in np.unique(indices):
-            if seek_threshold and target - position >= seek_threshold:
-                position = _seek(capture, path, position, int(target))
-            while position <= target:
-                if not capture.grab():
-                    raise VideoError(path, f"frame {target} asked for, but the video ends after {position} frames")
-                position += 1
-            frames[int(target)] = cv2.cvtColor(capture.retrieve()[1], cv2.COLOR_BGR2RGB)
-    finally:
-        capture.release()
+    position = 0  # index of the frame the next grab() returns
+    for target in np.unique(indices):
+        if seek_threshold and target - position >= seek_threshold:
+            position = _seek(capture, path, position, int(target))
+        while position <= target:
+            if not capture.grab():
+                if position == 0:
+                    raise VideoError(path, "no frame decodes (corrupt file or unsupported codec)")
+                raise VideoError(path, f"frame {target} asked for, but the video ends after {position} frames",
+                                 decoded=position)
+            position += 1
+        frames[int(target)] = cv2.cvtColor(capture.retrieve()[1], cv2.COLOR_BGR2RGB)
     return np.stack([frames[int(i)] for i in indices])
 
 

@@ -101,3 +101,13 @@ def fake_yacs():
         yield cfg_node
     finally:
         del sys.modules["yacs"], sys.modules["yacs.config"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_videos(tmp_path_factory):
+    """12 small generated mp4 clips of 4 classes: (root, list_file, labels_csv)."""
+    from data_pipelines import synthetic
+    root = str(tmp_path_factory.mktemp("synthetic"))
+    list_file, labels_csv = synthetic.make_dataset(root, num_classes=4, videos_per_class=3, num_frames=16,
+                                                   height=48, width=64)
+    return root, list_file, labels_csv

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import VideoError, count_frames, read_frames
+from data_pipelines.video import read_sampled_frames
 
 WIDTH, HEIGHT, BITS = 96, 64, 8
 CODECS = {"xvid_avi": ("XVID", "avi"), "mpeg4_mp4": ("mp4v", "mp4"), "vp9_webm": ("VP90", "webm")}
@@ -72,8 +73,18 @@ def test_header_that_over_counts_is_not_trusted(tmp_path):
     assert header == 120 and 0 < actual < 120
     assert actual == len(ffmpeg_frames(str(cut)))  # FFmpeg decodes the same count from the damaged file
     assert [decode_index(f) for f in read_frames(cut, [actual - 2, 0])] == [actual - 2, 0]
-    with pytest.raises(VideoError, match=f"ends after {actual} frames"):
+    with pytest.raises(VideoError, match=f"ends after {actual} frames") as error:
         read_frames(cut, [actual + 3])
+    assert error.value.decoded == actual
+    counts = []
+
+    def choose_near_end(num_frames):  # the header's count first, then what really decodes
+        counts.append(num_frames)
+        return [num_frames - 2]  # the last frame of a cut file can be partly decoded
+
+    assert [decode_index(f) for f in read_sampled_frames(cut, choose_near_end)] == [actual - 2]
+    assert counts == [120, actual]
+    assert [decode_index(f) for f in read_sampled_frames(path, choose_near_end)] == [118]
 
 
 def test_bad_files_name_the_file_and_the_reason(tmp_path):

@@ -1,0 +1,170 @@
+"""Where videos come from: ViFi-CLIP list files + label CSVs, and TFDS datasets (ArrayRecord).
+
+A source is random access and picklable, so Grain can shuffle and shard its indices and worker
+processes can read from it: `len(source)`, `source.name(i)` (for error reports) and
+`source.load(i, choose_indices) -> (frames, label)` with the RGB uint8 frames at the indices
+`choose_indices(num_frames)` picks, decoding only what is needed.
+"""
+import csv
+import dataclasses
+import logging
+import os
+
+import cv2
+import numpy as np
+
+from data_pipelines import video
+
+
+class DatasetError(ValueError):
+    """A list file, label file or dataset that cannot be used as given; the message says how to fix it."""
+
+
+def read_labels(path):
+    """Class names from a ViFi-CLIP label CSV (`id,name` header, quoted names allowed); row order is class order."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"label file {path} does not exist (expected a CSV like the official labels/*.csv)")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["id", "name"]:
+        raise DatasetError(f"{path}: the first line must be the header 'id,name', got {rows[:1]}")
+    names = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != 2:
+            raise DatasetError(f"{path}:{line}: expected 'id,name' (quote names that contain commas), got {row}")
+        if row[0].strip() != str(len(names)):
+            raise DatasetError(f"{path}:{line}: ids must count up from 0 in row order; expected {len(names)}, "
+                               f"got {row[0]!r}")
+        names.append(row[1].strip())
+    if not names:
+        raise DatasetError(f"{path}: no classes listed")
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class ListFile:
+    """What a list file holds: absolute video paths and integer labels, plus files found missing."""
+    paths: tuple
+    labels: tuple
+    missing: tuple = ()
+
+
+def read_list_file(path, root="", num_classes=None, check_files=False):
+    """Parse `relative/path label` lines (the official datasets_splits/ format), paths joined to `root`.
+
+    Labels are checked against `num_classes`. With `check_files`, every file is stat-ed up front (fast:
+    no decoding) and missing or empty ones are returned in `missing` and logged, so a run knows them
+    before it starts; they are also handled as bad samples during the run.
+    """
+    if not os.path.isfile(path):
+        raise DatasetError(f"list file {path} does not exist (expected lines '<relative path> <label>')")
+    paths, labels = [], []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                raise DatasetError(f"{path}:{line_number}: expected '<relative path> <integer label>', got {line!r}")
+            label = int(parts[1])
+            if label < 0 or (num_classes is not None and label >= num_classes):
+                raise DatasetError(f"{path}:{line_number}: label {label} is outside 0..{num_classes - 1}; does the "
+                                   f"label CSV match this list file?")
+            paths.append(os.path.join(root, parts[0]))
+            labels.append(label)
+    if not paths:
+        raise DatasetError(f"list file {path} lists no videos")
+    missing = ()
+    if check_files:
+        missing = tuple(p for p in paths if not os.path.isfile(p) or os.path.getsize(p) == 0)
+        if missing:
+            logging.warning("%d of %d videos in %s are missing or empty under root %r, e.g. %s", len(missing),
+                            len(paths), path, root, ", ".join(missing[:5]))
+    return ListFile(tuple(paths), tuple(labels), missing)
+
+
+class VideoFileSource:
+    """Videos on disk, decoded with OpenCV on demand."""
+
+    def __init__(self, paths, labels):
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+        self.paths, self.labels = list(paths), np.asarray(labels, np.int32)
+
+    @classmethod
+    def from_list_file(cls, list_file, root="", num_classes=None, check_files=False):
+        parsed = read_list_file(list_file, root, num_classes, check_files)
+        return cls(parsed.paths, parsed.labels)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def name(self, index):
+        return self.paths[index]
+
+    def load(self, index, choose_indices):
+        return video.read_sampled_frames(self.paths[index], choose_indices), int(self.labels[index])
+
+
+class TfdsSource:
+    """A TFDS dataset in ArrayRecord format with a video feature stored as encoded frames (and a label).
+
+    Records are parsed with TFDS's TensorFlow-free Example proto and only the chosen frames are
+    JPEG/PNG-decoded, so reading needs `tensorflow-datasets` but not TensorFlow. `data_pipelines.prepare`
+    writes such datasets; TFDS catalogue datasets prepared as array_record (e.g. `ucf101`) work too.
+    """
+
+    def __init__(self, name, split, data_dir=None, video_key="video", label_key="label"):
+        try:
+            import tensorflow_datasets as tfds
+        except ImportError as error:
+            raise DatasetError("TFDS sources need the optional extra: pip install tensorflow-datasets") from error
+        try:
+            source = tfds.data_source(name, split=split, data_dir=data_dir)
+        except Exception as error:
+            raise DatasetError(f"cannot open TFDS dataset {name!r} split {split!r} in {data_dir!r} as an array_record "
+                               f"data source ({error}); prepare it with file_format='array_record'") from error
+        features = source.dataset_info.features
+        for key in (video_key, label_key):
+            if key not in features:
+                raise DatasetError(f"TFDS dataset {name!r} has no feature {key!r}; it has {list(features)}")
+        self.name_, self.split, self.video_key, self.label_key = name, split, video_key, label_key
+        self.class_names = list(getattr(features[label_key], "names", None) or [])
+        self._records = source.data_source
+        self._length = len(source)
+
+    def __len__(self):
+        return self._length
+
+    def name(self, index):
+        """The stored source path (datasets written by `prepare`), else dataset[split][index]."""
+        feature = self._features(index)
+        if "path" in feature and feature["path"].bytes_list.value:
+            return feature["path"].bytes_list.value[0].decode()
+        return f"{self.name_}[{self.split}][{index}]"
+
+    def _features(self, index):
+        from tensorflow_datasets.proto import tf_example_pb2
+        return tf_example_pb2.Example.FromString(self._records[index]).features.feature
+
+    def _parse(self, index):
+        feature = self._features(index)
+        if self.video_key not in feature or self.label_key not in feature:
+            raise video.VideoError(self.name(index), "record lacks the video or label feature")
+        return feature[self.video_key].bytes_list.value, int(feature[self.label_key].int64_list.value[0])
+
+    def load(self, index, choose_indices):
+        encoded, label = self._parse(index)
+        if not encoded:
+            raise video.VideoError(self.name(index), "record holds no frames")
+        indices = np.asarray(choose_indices(len(encoded)), np.int64)
+        decoded = {}
+        for i in np.unique(indices):
+            frame = cv2.imdecode(np.frombuffer(encoded[i], np.uint8), cv2.IMREAD_COLOR)
+            if frame is None:
+                raise video.VideoError(self.name(index), f"frame {i} is not a decodable image")
+            decoded[int(i)] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        return np.stack([decoded[int(i)] for i in indices]), label

@@ -1,0 +1,194 @@
+"""Grain loaders: sources → [B, V, T, H, W, 3] host batches for training and evaluation.
+
+Train: indices → seeded shuffle, re-drawn every epoch → cut to a multiple of the process count and
+sharded by JAX process → `LoadClip` (sample + decode + augment with a per-element RNG, so an element's
+augmentation depends only on the seed and its position, and survives a restore) → batch, remainder
+dropped → repeated for the epochs → worker processes. Evaluation pads the index range to a multiple of
+the global batch, so every process gets the same number of full batches and every video of the split
+is seen once; padding and unreadable videos come back with `valid = False`.
+
+A video that cannot be read is never fatal and never hidden: in training it is replaced by another,
+drawn from the element's RNG, and each batch carries the source indices and reasons of the videos it
+had to skip (`bad_index`, `bad_reason`), which `BadSamples` turns into a report and a stop condition.
+"""
+import dataclasses
+import json
+import logging
+import os
+
+import cv2
+import grain
+from absl import flags
+import numpy as np
+
+from data_pipelines import sampling, transforms, video
+
+# Why a sample was skipped; codes travel in batches, names go into reports.
+REASONS = ("missing", "empty", "unreadable", "no_frames", "truncated", "error")
+MAX_REPLACEMENTS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """How a clip is sampled and transformed; views V = num_clips × num_crops at test time, 1 in training."""
+    num_frames: int = 8
+    size: int = 224
+    train: bool = True
+    num_clips: int = 1
+    num_crops: int = 1
+    color_jitter_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    flip_prob: float = 0.5
+    normalize: str = ""  # "" keeps uint8 (normalise on device); "imagenet" or "clip" gives float32
+
+    @property
+    def num_views(self):
+        return 1 if self.train else self.num_clips * self.num_crops
+
+
+def reason_code(error):
+    """Map an exception from a source to an index into REASONS."""
+    text = getattr(error, "reason", "")
+    for code, needle in ((0, "does not exist"), (1, "is empty"), (2, "cannot open"), (3, "no frame"),
+                         (4, "ends after")):
+        if needle in text:
+            return code
+    return REASONS.index("error")
+
+
+class LoadClip(grain.transforms.RandomMap):
+    """Source index → {frames [V,T,H,W,3], label, index, valid, bad_index, bad_reason}; picklable."""
+
+    def __init__(self, source, spec, dataset_size=None):
+        self.source, self.spec = source, spec
+        self.dataset_size = len(source) if dataset_size is None else dataset_size
+
+    def _views(self, index, rng):
+        spec = self.spec
+        mode = "train" if spec.train else "test"
+        frames, label = self.source.load(index, lambda n: sampling.sample_frame_indices(
+            n, spec.num_frames, mode, rng, num_views=1 if spec.train else spec.num_clips))
+        if spec.train:
+            views = transforms.train_transform(frames, rng, spec.size, spec.color_jitter_prob, spec.grayscale_prob,
+                                               spec.flip_prob)[None]
+        else:
+            crops = transforms.test_transform(frames, spec.size, spec.num_crops)
+            views = crops.reshape(spec.num_views, spec.num_frames, *crops.shape[2:])
+        if spec.normalize:
+            views = transforms.normalize(views, spec.normalize)
+        return views, label
+
+    def _empty(self):
+        shape = (self.spec.num_views, self.spec.num_frames, self.spec.size, self.spec.size, 3)
+        return np.zeros(shape, np.float32 if self.spec.normalize else np.uint8)
+
+    def random_map(self, index, rng):
+        cv2.setNumThreads(1)
+        index = int(index)
+        bad_index = np.full(MAX_REPLACEMENTS, -1, np.int32)
+        bad_reason = np.full(MAX_REPLACEMENTS, -1, np.int32)
+        frames, label, valid, current = None, 0, index < len(self.source), index
+        for attempt in range(MAX_REPLACEMENTS if valid else 0):
+            try:
+                frames, label = self._views(current, rng)
+                break
+            except (video.VideoError, OSError, ValueError, cv2.error) as error:
+                bad_index[attempt], bad_reason[attempt] = current, reason_code(error)
+                if not self.spec.train:
+                    break
+                current = int(rng.integers(len(self.source)))
+        if frames is None:
+            frames, valid = self._empty(), False
+        return {"frames": frames, "label": np.int32(label), "index": np.int32(index), "valid": np.bool_(valid),
+                "bad_index": bad_index, "bad_reason": bad_reason}
+
+
+def _process():
+    import jax
+    return jax.process_index(), jax.process_count()
+
+
+def steps_per_epoch(dataset_size, batch_size, process_count=1):
+    """Training batches per epoch on each process (the remainder is dropped, as the official loader does)."""
+    steps = (dataset_size // process_count) // batch_size
+    if steps == 0:
+        raise ValueError(f"a per-process batch of {batch_size} on {process_count} process(es) is larger than the "
+                         f"{dataset_size} training videos; lower the batch size")
+    return steps
+
+
+def train_dataset(source, spec, batch_size, seed, num_epochs=None, process=None):
+    """Batched, sharded, per-epoch-shuffled training MapDataset; `batch_size` is per process."""
+    process_index, process_count = process or _process()
+    size = len(source)
+    steps_per_epoch(size, batch_size, process_count)
+    ds = grain.MapDataset.range(size).seed(seed).shuffle()
+    ds = ds[:size - size % process_count][process_index::process_count]
+    ds = ds.random_map(LoadClip(source, spec)).batch(batch_size, drop_remainder=True)
+    return ds.repeat(num_epochs)
+
+
+def eval_dataset(source, spec, batch_size, seed=0, process=None):
+    """Every video once, padded to full batches on every process; `batch_size` is per process."""
+    process_index, process_count = process or _process()
+    global_batch = batch_size * process_count
+    padded = -(-len(source) // global_batch) * global_batch
+    ds = grain.MapDataset.range(padded).seed(seed)[process_index::process_count]
+    return ds.random_map(LoadClip(source, spec)).batch(batch_size, drop_remainder=True)
+
+
+def iterator(ds, num_workers=0, buffer_size=2):
+    """A checkpointable iterator (`get_state`/`set_state`, Grain's Orbax handler) over a MapDataset."""
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0 if num_workers else 2, prefetch_buffer_size=buffer_size))
+    if num_workers:
+        if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; outside an absl app use defaults
+            flags.FLAGS.mark_as_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=buffer_size))
+    return iter(ds)
+
+
+class TooManyBadSamples(RuntimeError):
+    pass
+
+
+class BadSamples:
+    """Collects the skipped videos reported in batches; writes a JSON report; stops past a bad fraction."""
+
+    def __init__(self, source, max_fraction=0.01):
+        self.source, self.max_fraction = source, max_fraction
+        self.found = {}
+
+    def update(self, batch):
+        new = 0
+        for index, reason in zip(np.ravel(batch["bad_index"]), np.ravel(batch["bad_reason"])):
+            if index >= 0 and int(index) not in self.found:
+                self.found[int(index)] = REASONS[int(reason)]
+                new += 1
+                logging.warning("skipped unreadable video %s (%s)", self.source.name(int(index)), REASONS[int(reason)])
+        if new:
+            self.check()
+
+    @property
+    def fraction(self):
+        return len(self.found) / max(len(self.source), 1)
+
+    def summary(self):
+        by_reason = {}
+        for reason in self.found.values():
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        return {"count": len(self.found), "dataset_size": len(self.source), "fraction": self.fraction,
+                "max_fraction": self.max_fraction, "by_reason": by_reason,
+                "videos": [{"file": self.source.name(i), "reason": r} for i, r in sorted(self.found.items())]}
+
+    def check(self):
+        if self.fraction > self.max_fraction:
+            examples = "; ".join(f"{self.source.name(i)} ({r})" for i, r in list(self.found.items())[:10])
+            raise TooManyBadSamples(
+                f"{len(self.found)} of {len(self.source)} videos ({self.fraction:.1%}) cannot be read, more than the "
+                f"allowed {self.max_fraction:.1%} (raise data.max_bad_fraction to continue anyway). Examples: "
+                f"{examples}")
+
+    def write(self, path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(self.summary(), f, indent=1)

@@ -1,0 +1,126 @@
+"""Turn a list-file video dataset into a TFDS ArrayRecord dataset of JPEG frames (short side 256).
+
+    python -m data_pipelines.prepare --list_file=ucf_splits/train1.txt --root=/data/ucf101 \
+        --labels=labels/ucf_101_labels.csv --name=ucf101_frames --split=train1 --data_dir=/data/tfds
+
+Every frame of every video is decoded once here, resized so its short side is 256 (what the training
+transforms resize to anyway) and JPEG-encoded; training then decodes only the T frames it samples
+instead of the whole video stream. Read it back with `TfdsSource(name, split, data_dir)`; TSN sampling
+sees the same frame count as the video (unless --max_frames subsamples). Needs the TFDS extra
+(tensorflow-datasets, and tensorflow-cpu to write). Videos that cannot be read are skipped and listed
+in `<data_dir>/<name>/<split>.bad_videos.json`.
+"""
+import io
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+from absl import app, flags
+
+from data_pipelines import datasets, transforms
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("list_file", None, "Official-format list file: '<relative path> <label>' per line.")
+flags.DEFINE_string("root", "", "Directory the list file's paths are relative to.")
+flags.DEFINE_string("labels", None, "Label CSV ('id,name' header) giving the class names.")
+flags.DEFINE_string("name", None, "TFDS dataset name to write, e.g. ucf101_frames.")
+flags.DEFINE_string("split", "train", "Split name inside the dataset.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory to write into.")
+flags.DEFINE_string("version", "1.0.0", "Dataset version.")
+flags.DEFINE_integer("short_side", 256, "Frames are resized so that their short side has this length.")
+flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames.")
+flags.DEFINE_integer("max_frames", 0, "If > 0, keep at most this many frames per video, evenly spaced.")
+flags.DEFINE_integer("workers", 0, "Decode processes (0: one per CPU core).")
+
+
+def encode_video(path, short_side=256, jpeg_quality=90, max_frames=0):
+    """All frames of a video as JPEG bytes at the given short side, in one decoding pass."""
+    cv2.setNumThreads(1)
+    if not os.path.isfile(path):
+        raise datasets.video.VideoError(path, "file does not exist")
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    frames = []
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        capture.release()
+    if not frames:
+        raise datasets.video.VideoError(path, "no frame decodes (corrupt file or unsupported codec)")
+    if 0 < max_frames < len(frames):
+        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
+    height, width = transforms.short_side_size(*frames[0].shape[:2], short_side)
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+    return [cv2.imencode(".jpg", cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR), params)[1].tobytes()
+            for f in frames]
+
+
+def _encode(job):
+    index, path, options = job
+    try:
+        return index, encode_video(path, **options), None
+    except Exception as error:  # one bad video must not stop the conversion; it is reported
+        return index, None, str(error)
+
+
+def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", short_side=256, jpeg_quality=90,
+            max_frames=0, workers=0):
+    """Write the dataset; returns {"videos": n_written, "bad": [...], "seconds": s}."""
+    import tensorflow_datasets as tfds
+
+    class_names = datasets.read_labels(labels)
+    parsed = datasets.read_list_file(list_file, root, num_classes=len(class_names))
+    features = tfds.features.FeaturesDict({
+        "video": tfds.features.Video(shape=(None, None, None, 3), encoding_format="jpeg"),
+        "label": tfds.features.ClassLabel(names=class_names),
+        "path": tfds.features.Text(),
+    })
+    options = dict(short_side=short_side, jpeg_quality=jpeg_quality, max_frames=max_frames)
+    jobs = [(i, p, options) for i, p in enumerate(parsed.paths)]
+    bad, start = [], time.time()
+
+    def examples(results):
+        for done, (index, frames, error) in enumerate(results, start=1):
+            if error is not None:
+                bad.append({"file": parsed.paths[index], "reason": error})
+                logging.warning("skipping %s: %s", parsed.paths[index], error)
+            else:
+                yield index, {"video": [io.BytesIO(f) for f in frames], "label": parsed.labels[index],
+                              "path": os.path.relpath(parsed.paths[index], root or ".")}
+            if done % 100 == 0 or done == len(jobs):
+                elapsed = time.time() - start
+                logging.info("prepared %d/%d videos, %.1f videos/s, ETA %.0f s", done, len(jobs), done / elapsed,
+                             (len(jobs) - done) * elapsed / done)
+
+    with multiprocessing.get_context("spawn").Pool(workers or os.cpu_count()) as pool:
+        tfds.dataset_builders.store_as_tfds_dataset(
+            name=name, version=version, features=features, config=None, data_dir=data_dir,
+            split_datasets={split: examples(pool.imap(_encode, jobs))}, file_format="array_record",
+            description=f"Frames of {list_file} at short side {short_side}, JPEG quality {jpeg_quality}.")
+    report = {"videos": len(jobs) - len(bad), "bad": bad, "seconds": time.time() - start}
+    with open(os.path.join(data_dir, name, f"{split}.bad_videos.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    return report
+
+
+def main(argv):
+    del argv
+    for required in ("list_file", "labels", "name", "data_dir"):
+        if not getattr(FLAGS, required):
+            sys.exit(f"--{required} is required (see python -m data_pipelines.prepare --help)")
+    report = prepare(FLAGS.list_file, FLAGS.root, FLAGS.labels, FLAGS.name, FLAGS.split, FLAGS.data_dir,
+                     FLAGS.version, FLAGS.short_side, FLAGS.jpeg_quality, FLAGS.max_frames, FLAGS.workers)
+    print(f"wrote {report['videos']} videos to {FLAGS.data_dir}/{FLAGS.name} split {FLAGS.split} in "
+          f"{report['seconds']:.1f} s; {len(report['bad'])} unreadable (listed in {FLAGS.split}.bad_videos.json)")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,149 @@
+"""ViFi-CLIP's frame transforms in numpy/OpenCV, applied to a clip [T, H, W, 3] of RGB uint8 frames.
+
+Train (official order): short side to 256, MultiScaleCrop (scales 1, .875, .75, .66, five fixed
+positions, neighbouring scales only), resize to 224, horizontal flip p=0.5, colour jitter with
+probability 0.8 per clip whose factors and op order are re-drawn per frame (torchvision semantics),
+grayscale p=0.2. Test: short side 256 + centre crop, or short side 224 + three crops along the long
+side. Spatial choices are shared by all frames of a clip. Every function returns uint8 frames;
+`normalize` (ImageNet statistics on 0-255, as the official code; CLIP's as an option) is separate so
+that batches cross process boundaries as uint8 and are normalised on the accelerator.
+"""
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+CLIP_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
+CLIP_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
+
+MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
+# ITU-R 601-2 luma, as PIL's convert("L") computes it.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def short_side_size(height, width, short_side):
+    """(new_h, new_w) with the short side at `short_side`, aspect kept, mmcv rounding int(x*s + 0.5)."""
+    scale = short_side / min(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize(frames, height, width):
+    """Bilinear resize of every frame (cv2.INTER_LINEAR, as mmcv.imresize)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in frames])
+
+
+def resize_short_side(frames, short_side):
+    return resize(frames, *short_side_size(frames.shape[1], frames.shape[2], short_side))
+
+
+def crop(frames, box):
+    x, y, w, h = box
+    return frames[:, y:y + h, x:x + w]
+
+
+def multi_scale_crop_box(height, width, rng, input_size=224, scales=MULTI_SCALE_CROP_SCALES, max_scale_gap=1):
+    """(x, y, w, h) of mmaction's MultiScaleCrop with random_crop=False and 5 fixed crops."""
+    base = min(height, width)
+    sizes = [int(base * s) for s in scales]
+    candidates = [(w, h) for i, h in enumerate(sizes) for j, w in enumerate(sizes) if abs(i - j) <= max_scale_gap]
+    w, h = candidates[rng.integers(len(candidates))]
+    w = input_size if abs(w - input_size) < 3 else w
+    h = input_size if abs(h - input_size) < 3 else h
+    w_step, h_step = (width - w) // 4, (height - h) // 4
+    offsets = [(0, 0), (4 * w_step, 0), (0, 4 * h_step), (4 * w_step, 4 * h_step), (2 * w_step, 2 * h_step)]
+    x, y = offsets[rng.integers(len(offsets))]
+    return x, y, w, h
+
+
+def center_crop_box(height, width, size):
+    return (width - size) // 2, (height - size) // 2, size, size
+
+
+def three_crop_boxes(height, width, size):
+    """Left/top, right/bottom and middle crops along the long side (mmaction ThreeCrop order)."""
+    if height == size:
+        step = (width - size) // 2
+        return [(0, 0, size, size), (2 * step, 0, size, size), (step, 0, size, size)]
+    if width == size:
+        step = (height - size) // 2
+        return [(0, 0, size, size), (0, 2 * step, size, size), (0, step, size, size)]
+    raise ValueError(f"three crops of {size} need one side equal to {size}, got {height}x{width}")
+
+
+def _to_uint8(x):
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def _gray(frame):
+    return frame.astype(np.float32) @ _LUMA
+
+
+def adjust_brightness(frame, factor):
+    return _to_uint8(frame.astype(np.float32) * factor)
+
+
+def adjust_contrast(frame, factor):
+    mean = int(_gray(frame).mean() + 0.5)
+    return _to_uint8(mean + factor * (frame.astype(np.float32) - mean))
+
+
+def adjust_saturation(frame, factor):
+    gray = np.round(_gray(frame))[..., None]
+    return _to_uint8(gray + factor * (frame.astype(np.float32) - gray))
+
+
+def adjust_hue(frame, factor):
+    """Rotate hue by `factor` of a turn in 8-bit HSV, wrapping as torchvision's PIL path does."""
+    hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV_FULL)
+    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(factor * 255)) % 256
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+
+
+def color_jitter_frame(frame, rng, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1):
+    """torchvision ColorJitter on one frame: factors and the order of the four ops drawn afresh."""
+    order = rng.permutation(4)
+    factors = (rng.uniform(1 - brightness, 1 + brightness), rng.uniform(1 - contrast, 1 + contrast),
+               rng.uniform(1 - saturation, 1 + saturation), rng.uniform(-hue, hue))
+    ops = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+    for op in order:
+        frame = ops[op](frame, factors[op])
+    return frame
+
+
+def grayscale(frames):
+    gray = _to_uint8(np.round(frames.astype(np.float32) @ _LUMA))
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def train_transform(frames, rng, size=224, color_jitter_prob=0.8, grayscale_prob=0.2, flip_prob=0.5):
+    """The official training augmentation of one clip; returns uint8 [T, size, size, 3]."""
+    frames = resize_short_side(frames, int(256 / 224 * size))
+    frames = crop(frames, multi_scale_crop_box(frames.shape[1], frames.shape[2], rng, input_size=size))
+    frames = resize(frames, size, size)
+    if rng.random() < flip_prob:
+        frames = frames[:, :, ::-1]
+    if rng.random() < color_jitter_prob:
+        frames = np.stack([color_jitter_frame(f, rng) for f in frames])
+    if rng.random() < grayscale_prob:
+        frames = grayscale(frames)
+    return np.ascontiguousarray(frames)
+
+
+def test_transform(frames, size=224, num_crops=1):
+    """Test views [num_crops, T, size, size, 3]: centre crop after short side 256/224*size, or three crops."""
+    if num_crops == 1:
+        frames = resize_short_side(frames, int(256 / 224 * size))
+        return crop(frames, center_crop_box(frames.shape[1], frames.shape[2], size))[None]
+    if num_crops == 3:
+        frames = resize_short_side(frames, size)
+        return np.stack([crop(frames, box) for box in three_crop_boxes(frames.shape[1], frames.shape[2], size)])
+    raise ValueError(f"num_crops must be 1 or 3 (the official test pipelines), got {num_crops}")
+
+
+def normalize(frames, kind="imagenet"):
+    """float32 (x - mean) / std on 0-255 RGB values; kind is "imagenet" (official) or "clip"."""
+    mean, std = NORMALIZATIONS[kind]
+    return (frames.astype(np.float32) - np.float32(mean)) / np.float32(std)

@@ -1,0 +1,47 @@
+"""List files and label CSVs in the official formats; the video-file source."""
+import numpy as np
+import pytest
+
+from data_pipelines import datasets, synthetic
+
+
+def test_labels_are_quote_aware_and_ordered(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text('id,name\n0,brush hair\n1,"Ride, horse"\n2,"say ""hi"""\n')
+    assert datasets.read_labels(path) == ["brush hair", "Ride, horse", 'say "hi"']
+    path.write_text("0,brush hair\n")
+    with pytest.raises(datasets.DatasetError, match="header 'id,name'"):
+        datasets.read_labels(path)
+    path.write_text("id,name\n0,a\n2,b\n")
+    with pytest.raises(datasets.DatasetError, match=r"labels.csv:3: ids must count up"):
+        datasets.read_labels(path)
+    with pytest.raises(datasets.DatasetError, match="does not exist"):
+        datasets.read_labels(tmp_path / "nope.csv")
+
+
+def test_list_file_parsing_checks_labels_and_reports_missing_files(tmp_path):
+    (tmp_path / "a.avi").write_bytes(b"x")
+    (tmp_path / "dir with space").mkdir()
+    (tmp_path / "dir with space" / "b.mp4").write_bytes(b"x")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    listing = tmp_path / "val.txt"
+    listing.write_text("a.avi 0\n\ndir with space/b.mp4 2\nempty.mp4 1\ngone.webm 1\n")
+    parsed = datasets.read_list_file(listing, str(tmp_path), num_classes=3, check_files=True)
+    assert parsed.labels == (0, 2, 1, 1)
+    assert parsed.paths[1] == str(tmp_path / "dir with space" / "b.mp4")
+    assert parsed.missing == (str(tmp_path / "empty.mp4"), str(tmp_path / "gone.webm"))
+    with pytest.raises(datasets.DatasetError, match=r"val.txt:3: label 2 is outside 0..1"):
+        datasets.read_list_file(listing, str(tmp_path), num_classes=2)
+    listing.write_text("a.avi zero\n")
+    with pytest.raises(datasets.DatasetError, match=r"val.txt:1: expected '<relative path> <integer label>'"):
+        datasets.read_list_file(listing)
+
+
+def test_video_file_source_loads_sampled_frames(synthetic_videos):
+    root, list_file, labels_csv = synthetic_videos
+    names = datasets.read_labels(labels_csv)
+    assert names == synthetic.class_names(4)
+    source = datasets.VideoFileSource.from_list_file(list_file, root, num_classes=len(names))
+    assert len(source) == 12
+    frames, label = source.load(5, lambda n: np.arange(n)[::4])
+    assert frames.shape == (4, 48, 64, 3) and label == 1  # 16 frames, every 4th; videos 3..5 are class 1

@@ -1,0 +1,102 @@
+"""Grain pipeline: determinism, sharding, restore-and-continue, evaluation padding, bad videos."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from data_pipelines import datasets, pipeline
+
+SPEC = pipeline.ClipSpec(num_frames=4, size=32)
+
+
+@pytest.fixture(scope="module")
+def source(synthetic_videos):
+    root, list_file, _ = synthetic_videos
+    return datasets.VideoFileSource.from_list_file(list_file, root, num_classes=4)
+
+
+def take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def test_batches_are_deterministic_for_a_seed(source):
+    a = take(pipeline.iterator(pipeline.train_dataset(source, SPEC, 4, seed=1, process=(0, 1))), 3)
+    b = take(pipeline.iterator(pipeline.train_dataset(source, SPEC, 4, seed=1, process=(0, 1))), 3)
+    c = take(pipeline.iterator(pipeline.train_dataset(source, SPEC, 4, seed=2, process=(0, 1))), 3)
+    assert a[0]["frames"].shape == (4, 1, 4, 32, 32, 3) and a[0]["frames"].dtype == np.uint8
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["frames"], y["frames"])
+        np.testing.assert_array_equal(x["index"], y["index"])
+    assert any((x["index"] != z["index"]).any() for x, z in zip(a, c))
+    labels = np.concatenate([x["label"] for x in a])
+    np.testing.assert_array_equal(labels, np.concatenate([x["index"] for x in a]) // 3)  # 3 videos per class
+
+
+def test_each_epoch_is_a_new_permutation_sharded_disjointly(source):
+    epochs = {}
+    for process in range(2):
+        ds = pipeline.train_dataset(source, SPEC, 3, seed=0, num_epochs=2, process=(process, 2))
+        assert len(ds) == 4  # 12 videos / 2 processes / batch 3, for 2 epochs
+        batches = [b["index"] for b in ds]
+        epochs[process] = [np.concatenate(batches[:2]), np.concatenate(batches[2:])]
+    for epoch in range(2):
+        together = np.concatenate([epochs[0][epoch], epochs[1][epoch]])
+        assert sorted(together.tolist()) == list(range(12))
+    assert epochs[0][0].tolist() != epochs[0][1].tolist()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_restored_iterator_continues_exactly(source, num_workers):
+    ds = pipeline.train_dataset(source, SPEC, 2, seed=5, num_epochs=3, process=(0, 1))
+    uninterrupted = take(pipeline.iterator(ds, num_workers), 8)
+    first = pipeline.iterator(ds, num_workers)
+    take(first, 5)
+    state = first.get_state()
+    resumed = pipeline.iterator(ds, num_workers)
+    resumed.set_state(state)
+    for want, got in zip(uninterrupted[5:], take(resumed, 3)):
+        np.testing.assert_array_equal(want["index"], got["index"])
+        np.testing.assert_array_equal(want["frames"], got["frames"])
+
+
+def test_evaluation_pads_and_counts_every_video_once(source):
+    spec = pipeline.ClipSpec(num_frames=4, size=32, train=False, num_clips=2, num_crops=3)
+    seen = []
+    for process in range(2):
+        batches = list(pipeline.eval_dataset(source, spec, 5, process=(process, 2)))
+        assert len(batches) == 2  # 12 videos padded to 20 = 2 batches x 5 x 2 processes
+        assert batches[0]["frames"].shape == (5, 6, 4, 32, 32, 3)
+        for b in batches:
+            seen += b["index"][b["valid"]].tolist()
+            assert (b["index"][~b["valid"]] >= 12).all()
+    assert sorted(seen) == list(range(12))
+    single = next(iter(pipeline.eval_dataset(source, pipeline.ClipSpec(4, 32, train=False, normalize="imagenet"), 2,
+                                             process=(0, 1))))
+    assert single["frames"].shape == (2, 1, 4, 32, 32, 3) and single["frames"].dtype == np.float32
+
+
+def test_bad_videos_are_replaced_reported_and_limited(synthetic_videos, tmp_path):
+    root, list_file, _ = synthetic_videos
+    paths, labels = list(datasets.read_list_file(list_file, root).paths), list(range(12))
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "junk.avi").write_bytes(os.urandom(2048))
+    paths[:3] = [str(tmp_path / "missing.mp4"), str(tmp_path / "empty.mp4"), str(tmp_path / "junk.avi")]
+    source = datasets.VideoFileSource(paths, [l // 3 for l in labels])
+    ds = pipeline.train_dataset(source, SPEC, 4, seed=0, num_epochs=1, process=(0, 1))
+    bad = pipeline.BadSamples(source, max_fraction=0.5)
+    for batch in ds:
+        assert batch["valid"].all() and (batch["index"] >= 0).all()
+        bad.update(batch)
+    summary = bad.summary()
+    assert summary["count"] == 3 and summary["by_reason"] == {"missing": 1, "empty": 1, "unreadable": 1}
+    assert [v["file"] for v in summary["videos"]] == paths[:3]
+    bad.write(str(tmp_path / "run" / "bad_videos.json"))
+    assert json.load(open(tmp_path / "run" / "bad_videos.json"))["count"] == 3
+    strict = pipeline.BadSamples(source, max_fraction=0.01)
+    with pytest.raises(pipeline.TooManyBadSamples, match=r"[123] of 12 videos .* than the allowed 1.0%.*Examples: .*\((missing|empty|unreadable)\)"):
+        for batch in ds:
+            strict.update(batch)
+    evaluated = list(pipeline.eval_dataset(source, pipeline.ClipSpec(4, 32, train=False), 4, process=(0, 1)))
+    valid = np.concatenate([b["valid"] for b in evaluated])
+    assert valid.tolist() == [False] * 3 + [True] * 9  # unreadable videos are excluded, never replaced

@@ -1,0 +1,28 @@
+"""prepare: list-file dataset → TFDS ArrayRecord of JPEG frames, read back by TfdsSource and the pipeline."""
+import numpy as np
+
+from data_pipelines import datasets, pipeline, prepare, transforms, video
+
+
+def test_prepared_frames_match_decoded_video_and_feed_the_pipeline(synthetic_videos, tmp_path):
+    root, list_file, labels_csv = synthetic_videos
+    with_missing = tmp_path / "train.txt"
+    with_missing.write_text(open(list_file).read() + "train/not_there.mp4 2\n")
+    report = prepare.prepare(str(with_missing), root, labels_csv, "synthetic_frames", "train", str(tmp_path / "tfds"),
+                             short_side=64, workers=2)
+    assert report["videos"] == 12 and len(report["bad"]) == 1 and "not_there.mp4" in report["bad"][0]["file"]
+    source = datasets.TfdsSource("synthetic_frames", "train", str(tmp_path / "tfds"))
+    assert len(source) == 12 and source.class_names == datasets.read_labels(labels_csv)
+    videos = datasets.VideoFileSource.from_list_file(list_file, root)
+    stored_order = [videos.paths.index(f"{root}/{source.name(i)}") for i in range(len(source))]
+    assert sorted(stored_order) == list(range(12))
+    for index in (0, 7):
+        stored, label = source.load(index, lambda n: [n - 1, 0, 3])
+        original, want = videos.load(stored_order[index], lambda n: [n - 1, 0, 3])
+        assert label == want
+        expected = transforms.resize_short_side(original, 64)
+        assert stored.shape == expected.shape == (3, 64, 85, 3)
+        assert np.abs(stored.astype(int) - expected).mean() < 3  # JPEG quality 90
+    assert video.count_frames(videos.paths[stored_order[0]]) == len(source._parse(0)[0])
+    batch = next(iter(pipeline.train_dataset(source, pipeline.ClipSpec(4, 32), 4, seed=0, process=(0, 1))))
+    assert batch["frames"].shape == (4, 1, 4, 32, 32, 3) and batch["valid"].all()
