@@ -1,4 +1,8 @@
-"""Procedurally generated action clips: a coloured square moving in a class-specific direction.
+"""Procedurally generated action clips: a coloured shape moving in a class-specific direction.
+
+Each class has its own colour, shape and direction. ViFi-CLIP mean-pools frames, so direction alone
+(left vs right) is invisible to it; colour and shape are visible in every frame, shape even after
+grayscale augmentation.
 
 Used as the offline demo set of `configs/zeroshot.py`, by the tests (a tiny CLIP must learn them) and
 by the benchmarks. `make_dataset` writes real video files plus an official-format list file and label
@@ -12,27 +16,43 @@ import cv2
 import numpy as np
 
 COLORS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (40, 80, 230), "yellow": (235, 215, 40)}
+SHAPES = ("square", "circle", "triangle", "cross")
 MOTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
+GENERATOR_VERSION = 3  # part of the cache key: bump when render_clip changes
 FOURCC = {".mp4": "mp4v", ".avi": "XVID", ".webm": "VP90", ".mkv": "MJPG"}
 
 
 def _class(label):
     colors, motions = list(COLORS), list(MOTIONS)
-    return colors[label % len(colors)], motions[(label + label // len(colors)) % len(motions)]
+    return (colors[label % 4], SHAPES[(label + label // 4) % 4], motions[(label + 2 * (label // 4)) % 4])
 
 
 def class_names(num_classes):
-    if not 1 <= num_classes <= len(COLORS) * len(MOTIONS):
-        raise ValueError(f"num_classes must be in 1..{len(COLORS) * len(MOTIONS)}, got {num_classes}")
-    return [f"{color} square moving {motion}" for color, motion in map(_class, range(num_classes))]
+    if not 1 <= num_classes <= 16:
+        raise ValueError(f"num_classes must be in 1..16, got {num_classes}")
+    return [f"{color} {shape} moving {motion}" for color, shape, motion in map(_class, range(num_classes))]
+
+
+def _draw(frame, shape, x, y, side, color):
+    if shape == "square":
+        frame[y:y + side, x:x + side] = color
+    elif shape == "circle":
+        cv2.circle(frame, (x + side // 2, y + side // 2), side // 2, color, -1)
+    elif shape == "triangle":
+        points = np.array([[x + side // 2, y], [x, y + side - 1], [x + side - 1, y + side - 1]], np.int32)
+        cv2.fillPoly(frame, [points], color)
+    else:
+        bar = max(1, side // 3)
+        frame[y + (side - bar) // 2:y + (side + bar) // 2, x:x + side] = color
+        frame[y:y + side, x + (side - bar) // 2:x + (side + bar) // 2] = color
 
 
 def render_clip(label, num_frames, height, width, rng):
-    """uint8 [T, H, W, 3]: a smooth random background and the class's square crossing it."""
-    color, motion = _class(label)
-    low = rng.integers(40, 160, size=(4, 4, 3)).astype(np.uint8)
+    """uint8 [T, H, W, 3]: a smooth random grey background and the class's shape crossing it."""
+    color, shape, motion = _class(label)
+    low = np.repeat(rng.integers(60, 150, size=(4, 4, 1)), 3, axis=2).astype(np.uint8)  # grey, so colour is the object's
     background = cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)
-    side = max(4, min(height, width) // 4)
+    side = max(6, min(height, width) // 3)
     dx, dy = MOTIONS[motion]
     travel_x, travel_y = width - side, height - side
     x0 = rng.integers(0, travel_x + 1) if dx == 0 else (0 if dx > 0 else travel_x)
@@ -43,7 +63,7 @@ def render_clip(label, num_frames, height, width, rng):
         x = int(x0 + dx * progress * travel_x)
         y = int(y0 + dy * progress * travel_y)
         frames[t] = background
-        frames[t, y:y + side, x:x + side] = COLORS[color]
+        _draw(frames[t], shape, x, y, side, COLORS[color])
     return frames
 
 
@@ -64,7 +84,7 @@ def write_video(path, frames, fps=25):
 def make_dataset(root, num_classes=4, videos_per_class=8, num_frames=24, height=96, width=128, seed=0,
                  ext=".mp4", split="train"):
     """Write `root/<split>/*.ext`, `root/<split>.txt` and `root/labels.csv`; returns (list_file, labels_csv)."""
-    spec = dict(num_classes=num_classes, videos_per_class=videos_per_class, num_frames=num_frames,
+    spec = dict(generator=GENERATOR_VERSION, num_classes=num_classes, videos_per_class=videos_per_class, num_frames=num_frames,
                 height=height, width=width, seed=seed, ext=ext)
     list_file, labels_csv = os.path.join(root, f"{split}.txt"), os.path.join(root, "labels.csv")
     spec_file = os.path.join(root, f"{split}.spec.json")

@@ -79,9 +79,46 @@ def init(variant="ViT-B/16", seed=0, dtype=jnp.float32, **fields):
     if variant not in clip.VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(clip.VARIANTS)}")
     config = {**clip.VARIANTS[variant], **fields}
+    return Model(config, init_params(config, seed), dtype)
+
+
+PROMPT_FIELDS = ("vision_prompts", "vision_prompt_depth", "text_prompts", "text_prompt_depth")
+
+
+def from_config(model_config, dtype=jnp.float32, seed=0):
+    """(Model, note) from an experiment config's `model` block; note says if the weights are random.
+
+    `init` is anything `load` accepts or "random:<variant>" (with `fields` overriding CLIP fields).
+    Prompt fields add freshly initialised deep prompts (N(0, 0.02)) to loaded weights that lack them,
+    which is how bridge-and-prompt starts from a fine-tuned K400 checkpoint.
+    """
+    prompts = {k: int(model_config[k]) for k in PROMPT_FIELDS}
+    extra = dict(prompts, remat=bool(model_config.get("remat", False)))
+    fields = dict(model_config.get("fields", {}) or {})
+    init_name = model_config.init
+    if init_name.startswith("random:"):
+        return init(init_name[len("random:"):], seed, dtype, **fields, **extra), "random initialisation (by config)"
+    note = None
+    try:
+        config, params = convert.read(init_name, model_config.get("clip_weights") or None)
+    except (OSError, convert.ConversionError) as error:
+        if not model_config.get("allow_random_init", False):
+            raise
+        note = (f"RANDOM WEIGHTS: could not load {init_name} ({error}); this run uses a random "
+                f"initialisation of ViT-B/16, so its accuracy is chance level and says nothing about ViFi-CLIP")
+        return init("ViT-B/16", seed, dtype, **fields, **extra), note
+    config = {**config, **extra}
+    fresh = init_params(config, seed)
+    flat_fresh, flat_loaded = convert.flatten(fresh), convert.flatten(params)
+    unexpected = set(flat_loaded) - set(flat_fresh)
+    if unexpected:
+        raise convert.ConversionError(f"{init_name} has parameters the configured model lacks: {sorted(unexpected)[:5]}")
+    return Model(config, convert.unflatten({**flat_fresh, **flat_loaded}), dtype), note
+
+
+def init_params(config, seed=0):
     module = vifi.ViFiCLIP(**config)
     res = config["image_resolution"]
     frames = jnp.zeros((1, 1, res, res, 3), jnp.float32)
     ids = jnp.zeros((1, 8), jnp.int32)
-    params = jax.jit(module.init)(jax.random.PRNGKey(seed), frames, ids)["params"]
-    return Model(config, params, dtype)
+    return jax.jit(module.init)(jax.random.PRNGKey(seed), frames, ids)["params"]

@@ -1,0 +1,94 @@
+"""Shared pieces of the experiment configs: the official defaults, argument parsing, smoke variants.
+
+Defaults follow ViFi-CLIP's `utils/config.py` (see README "Configs"); batch sizes are global per
+micro-batch (the official 4 per GPU × 8 GPUs), so that iterations per epoch, and with them the
+learning-rate schedule, match the reference run.
+"""
+import ml_collections
+
+TINY_MODEL = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
+                  context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2,
+                  transformer_layers=2)
+
+
+def parse_arg(arg, **defaults):
+    """big_vision style 'key=value,flag' → ConfigDict over `defaults` (a bare word sets a bool to True)."""
+    result = ml_collections.ConfigDict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in defaults:
+            raise ValueError(f"unknown config argument {key!r}; known: {', '.join(defaults)}")
+        default = defaults[key]
+        if not _:
+            value = True
+        elif isinstance(default, bool):
+            value = value.lower() in ("1", "true", "yes")
+        elif isinstance(default, int):
+            value = int(value)
+        result[key] = value
+    return result
+
+
+def eval_set(list_file, labels):
+    return ml_collections.ConfigDict(dict(list_file=list_file, labels=labels))
+
+
+def base_config():
+    c = ml_collections.ConfigDict()
+    c.mode = "train"  # train | eval | zeroshot
+    c.seed = 1024
+    c.text_mode = "template"  # template: "a photo of a {}." | bare: "{}" (vanilla CLIP) | prompt (prompting)
+    c.model = ml_collections.ConfigDict(dict(
+        init="openai:ViT-B/16",  # anything vifi_jax.load accepts, or random:<variant>
+        clip_weights="",  # OpenAI weights for official ViFi-CLIP .pth files (their token embedding)
+        allow_random_init=False,  # fall back to random weights (with a loud warning) if init is unavailable
+        fields=ml_collections.ConfigDict(),  # CLIP field overrides for random:<variant>
+        vision_prompts=0, vision_prompt_depth=0, text_prompts=0, text_prompt_depth=0,
+        dtype="float32",  # compute dtype; parameters stay float32
+        remat=False))
+    c.data = ml_collections.ConfigDict(dict(
+        source="files",  # files (official list files) | tfds | demo (generated clips)
+        splits_dir=".",  # where the official datasets_splits/ and labels/ are (a clone of ViFi-CLIP)
+        root="",  # DATA.ROOT: prefix of the paths in the list files
+        train_file="", labels="", num_classes=0,
+        tfds_name="", tfds_data_dir="", tfds_train_split="train",
+        num_frames=32, input_size=224, normalize="imagenet",
+        num_workers=8, check_files=True, max_bad_fraction=0.01,
+        demo=ml_collections.ConfigDict(dict(num_classes=8, videos_per_class=4, num_frames=32, height=128,
+                                            width=170))))
+    c.train = ml_collections.ConfigDict(dict(
+        use="both",  # both | image | text | prompts: which parameters train
+        epochs=30, warmup_epochs=5, lr=8e-6, min_lr_ratio=0.01, continuous_schedule=False,
+        weight_decay=1e-3, b1=0.9, b2=0.98, eps=1e-8,
+        batch_size=32, accumulation_steps=1,
+        label_smoothing=0.1, mixup=True, mixup_alpha=0.8, cutmix_alpha=1.0, mixup_switch_prob=0.5,
+        max_steps=-1))  # stop early after this many updates (-1: the full schedule)
+    c.eval = ml_collections.ConfigDict(dict(
+        every_epochs=1, batch_size=16, num_clips=1, num_crops=1,
+        final_num_clips=1, final_num_crops=1,  # views of the evaluation after training
+        sets=ml_collections.ConfigDict()))
+    c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3, async_save=True))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    c.log_every = 50
+    return c
+
+
+def smoke(c, num_sets=None):
+    """Shrink a config to a tiny random model on generated clips: minutes of work become seconds."""
+    c.model.init = "random:ViT-B/16"
+    c.model.allow_random_init = False
+    c.model.fields = ml_collections.ConfigDict(TINY_MODEL)
+    c.data.source = "demo"
+    c.data.num_frames, c.data.input_size, c.data.num_workers = 4, 32, 0
+    c.data.demo = ml_collections.ConfigDict(dict(num_classes=4, videos_per_class=4, num_frames=12, height=40,
+                                                 width=48))
+    c.train.epochs, c.train.warmup_epochs = 2, 1
+    c.train.batch_size = 4
+    c.train.accumulation_steps = min(c.train.accumulation_steps, 2)
+    c.eval.batch_size = 4
+    c.eval.final_num_clips, c.eval.final_num_crops = min(c.eval.final_num_clips, 2), c.eval.final_num_crops
+    names = list(c.eval.sets.keys()) or ["val"]
+    c.eval.sets = ml_collections.ConfigDict({name: eval_set("", "") for name in names[:num_sets]})
+    c.checkpoint.every_steps = 2
+    c.log_every = 1
+    return c

@@ -1,0 +1,37 @@
+"""Few-shot: K = 2, 4, 8, 16 shots of HMDB-51, UCF-101 or SSv2, evaluated on the full validation split.
+
+    --config=configs/few_shot.py:dataset=hmdb51,shots=2              fine-tuning from OpenAI CLIP, 50 epochs
+    --config=configs/few_shot.py:dataset=ssv2,shots=16,prompting     bridge-and-prompt (10/10 tokens, depth 12)
+    append ,smoke for seconds on a CPU
+"""
+from configs import common
+
+DATASETS = {  # split dir, validation file, label csv, classes
+    "hmdb51": ("hmdb_splits", "val1.txt", "hmdb_51_labels.csv", 51),
+    "ucf101": ("ucf_splits", "val1.txt", "ucf_101_labels.csv", 101),
+    "ssv2": ("ssv2_splits", "validation.txt", "ssv2_labels.csv", 174),
+}
+
+
+def get_config(arg=None):
+    arg = common.parse_arg(arg, dataset="hmdb51", shots=2, prompting=False, smoke=False)
+    if arg.dataset not in DATASETS or arg.shots not in (2, 4, 8, 16):
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)} and shots 2/4/8/16, got {arg.dataset}, {arg.shots}")
+    splits, val, labels, classes = DATASETS[arg.dataset]
+    c = common.base_config()
+    c.mode = "train"
+    c.data.num_frames = 32
+    c.data.train_file = f"datasets_splits/{splits}/train1_few_shot_{arg.shots}.txt"
+    c.data.labels, c.data.num_classes = f"labels/{labels}", classes
+    c.train.epochs, c.train.warmup_epochs, c.train.lr = 50, 5, 2e-6
+    c.train.accumulation_steps = 2  # 32 x 2 = 64
+    c.eval.every_epochs = 10
+    c.eval.sets = {"val": common.eval_set(f"datasets_splits/{splits}/{val}", f"labels/{labels}")}
+    if arg.prompting:
+        c.model.init = ""  # must be set: the K400 ViFi-CLIP checkpoint
+        c.model.vision_prompts = c.model.text_prompts = 10
+        c.model.vision_prompt_depth = c.model.text_prompt_depth = 12
+        c.train.use, c.train.lr, c.text_mode = "prompts", 8e-3, "prompt"
+    if arg.smoke:
+        common.smoke(c)
+    return c

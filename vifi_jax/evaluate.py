@@ -1,0 +1,76 @@
+"""Evaluation of a set: class texts encoded once, every video's views scored, softmax summed over views.
+
+Every video of the split is counted (padding + validity mask); unreadable videos are excluded and
+listed, never replaced. Returns metrics in percent plus the counts behind them.
+"""
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from data_pipelines import pipeline, transforms
+from vifi_jax import metrics, sharding, tokenizer
+from vifi_jax.models import clip, vifi
+
+
+def normalize_frames(frames_uint8, kind="imagenet"):
+    """uint8 [..., 3] -> float32 (x - mean) / std on the accelerator."""
+    mean, std = transforms.NORMALIZATIONS[kind]
+    return (frames_uint8.astype(jnp.float32) - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def class_token_ids(class_names, text_mode, text_prompts=0):
+    """Tokenised class texts, cut to the shortest exact length bucket (see tokenizer.truncate)."""
+    return tokenizer.truncate(tokenizer.tokenize(vifi.class_texts(class_names, text_mode, text_prompts)))
+
+
+def make_score_fn(module, normalize_kind):
+    @jax.jit
+    def text_features(params, ids):
+        return clip.l2_normalize(module.apply({"params": params}, ids, method="encode_text").astype(jnp.float32))
+
+    @jax.jit
+    def view_logits(params, frames, text):
+        batch, views = frames.shape[:2]
+        x = normalize_frames(frames.reshape(batch * views, *frames.shape[2:]), normalize_kind)
+        video = clip.l2_normalize(module.apply({"params": params}, x, method="encode_video"))
+        logits = jnp.exp(params["logit_scale"]) * video @ text.T
+        return logits.reshape(batch, views, -1)
+
+    return text_features, view_logits
+
+
+def _gather(x):
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True)) if jax.process_count() > 1 else np.asarray(x)
+
+
+def evaluate(module, params, split, spec, batch_size, mesh, text_mode="template", num_workers=0, seed=0,
+             normalize_kind="imagenet", log_every=20):
+    """Metrics dict for one Split (see vifi_jax.data) with the views of `spec`."""
+    text_features, view_logits = make_score_fn(module, normalize_kind)
+    ids = class_token_ids(split.class_names, text_mode, module.text_prompts)
+    text = text_features(params, jnp.asarray(ids))
+    process = (jax.process_index(), jax.process_count())
+    local_batch = batch_size // jax.process_count()
+    ds = pipeline.eval_dataset(split.source, spec, local_batch, seed, process)
+    bad = pipeline.BadSamples(split.source, max_fraction=1.0)
+    scores, labels, valid, start = [], [], [], time.time()
+    for i, batch in enumerate(pipeline.iterator(ds, num_workers)):
+        bad.update(batch)
+        placed = sharding.global_batch(mesh, {k: batch[k] for k in ("frames", "label", "valid")})
+        logits = _gather(view_logits(params, placed["frames"], text))
+        scores.append(metrics.aggregate_views(logits))
+        labels.append(_gather(placed["label"]))
+        valid.append(_gather(placed["valid"]))
+        if log_every and (i + 1) % log_every == 0:
+            elapsed = time.time() - start
+            logging.info("eval %s: batch %d/%d, %.1f videos/s, ETA %.0f s", split.description, i + 1, len(ds),
+                         (i + 1) * batch_size / elapsed, (len(ds) - i - 1) * elapsed / (i + 1))
+    scores, labels, valid = np.concatenate(scores), np.concatenate(labels), np.concatenate(valid)
+    result = metrics.accuracy(scores[valid], labels[valid], len(split.class_names))
+    result.update(videos=len(split.source), evaluated=int(valid.sum()), views=spec.num_views,
+                  unreadable=bad.summary()["videos"], seconds=time.time() - start)
+    return result

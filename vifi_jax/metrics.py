@@ -1,0 +1,31 @@
+"""Evaluation arithmetic: views → class scores, top-k, mean per-class accuracy, HM, mean ± std."""
+import numpy as np
+
+
+def aggregate_views(logits):
+    """logits [B, V, C] -> softmax per view summed over views [B, C] (the official multi-view rule)."""
+    logits = np.asarray(logits, np.float64)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (shifted / shifted.sum(axis=-1, keepdims=True)).sum(axis=1)
+
+
+def accuracy(scores, labels, num_classes=None):
+    """{"top1", "top5", "mean_class", "count"} in percent, from scores [N, C] and labels [N]."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    num_classes = num_classes or scores.shape[1]
+    order = np.argsort(-scores, axis=1, kind="stable")
+    top1 = order[:, 0] == labels
+    top5 = (order[:, :min(5, scores.shape[1])] == labels[:, None]).any(axis=1)
+    per_class = [top1[labels == c].mean() for c in range(num_classes) if (labels == c).any()]
+    return {"top1": 100 * float(top1.mean()), "top5": 100 * float(top5.mean()),
+            "mean_class": 100 * float(np.mean(per_class)), "count": int(len(labels))}
+
+
+def harmonic_mean(base, novel):
+    return 2 * base * novel / (base + novel) if base + novel else 0.0
+
+
+def mean_std(values):
+    """Mean and population standard deviation (np.std), e.g. over the three zero-shot splits."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std())

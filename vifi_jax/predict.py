@@ -1,0 +1,92 @@
+"""Classify videos with your own labels:
+
+    python -m vifi_jax.predict --weights=W (--labels="archery,bowling,..." | --labels_file=labels.csv)
+        [--top_k=5] [--json] [--num_frames=32] [--text_mode=template] VIDEO...
+
+W is anything `vifi_jax.load` accepts (a ViFi-CLIP .pth with --clip_weights, OpenAI .pt, a vifi_jax
+directory, openai:ViT-B/16). Each video goes through the official test pipeline (TSN centre frames,
+short side 256, centre crop, ImageNet statistics); class texts are "a photo of a {label}.". A missing
+or undecodable video gets a per-file error; the others are still classified. Exit status 1 if any failed.
+"""
+import json
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from data_pipelines import datasets, sampling, transforms, video
+from vifi_jax import api
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("weights", "openai:ViT-B/16", "Model weights (see vifi_jax.load).")
+flags.DEFINE_string("clip_weights", None, "OpenAI weights for official ViFi-CLIP .pth files (token embedding).")
+flags.DEFINE_string("labels", None, "Comma-separated class names.")
+flags.DEFINE_string("labels_file", None, "Label CSV with an 'id,name' header (the official labels/*.csv format).")
+flags.DEFINE_integer("top_k", 5, "How many labels to show per video.")
+flags.DEFINE_integer("num_frames", 32, "Frames sampled per video (TSN segment centres).")
+flags.DEFINE_enum("text_mode", "template", ["template", "bare"], "Class text: 'a photo of a {}.' or the bare name.")
+flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
+
+
+def read_label_names(labels, labels_file):
+    if bool(labels) == bool(labels_file):
+        raise app.UsageError("give exactly one of --labels or --labels_file")
+    names = datasets.read_labels(labels_file) if labels_file else [n.strip() for n in labels.split(",") if n.strip()]
+    if len(names) < 2:
+        raise app.UsageError("give at least two labels to choose between")
+    return names
+
+
+def video_input(path, num_frames, size):
+    """The official single-view test input [1, T, size, size, 3], float32, normalised."""
+    frames = video.read_sampled_frames(path, lambda n: sampling.sample_frame_indices(n, num_frames, "test"))
+    return transforms.normalize(transforms.test_transform(frames, size, 1))
+
+
+def predict(model, paths, names, top_k=5, num_frames=32, text_mode="template"):
+    """[{video, labels: [{label, probability}]} or {video, error}] in the order given."""
+    text = model.encode_text(model.class_texts(names, text_mode))
+    size = model.config["image_resolution"]
+    out = []
+    for path in paths:
+        try:
+            frames = video_input(path, num_frames, size)
+        except (video.VideoError, ValueError) as error:
+            out.append({"video": path, "error": str(error)})
+            continue
+        logits = np.asarray(model.logit_scale * model.encode_video(frames) @ text.T)[0]
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        best = np.argsort(-probs, kind="stable")[:top_k]
+        out.append({"video": path, "labels": [{"label": names[i], "probability": float(probs[i])} for i in best]})
+    return out
+
+
+def format_table(results):
+    lines = []
+    for r in results:
+        lines.append(r["video"])
+        if "error" in r:
+            lines.append(f"  error: {r['error']}")
+            continue
+        width = max(len(x["label"]) for x in r["labels"])
+        lines += [f"  {x['label']:<{width}}  {100 * x['probability']:6.2f}%" for x in r["labels"]]
+    return "\n".join(lines)
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)  # keep library INFO logs out of the table
+    paths = argv[1:]
+    if not paths:
+        raise app.UsageError("give one or more video files")
+    names = read_label_names(FLAGS.labels, FLAGS.labels_file)
+    model = api.load(FLAGS.weights, FLAGS.clip_weights, jnp.float32)
+    results = predict(model, paths, names, FLAGS.top_k, FLAGS.num_frames, FLAGS.text_mode)
+    print(json.dumps(results, indent=1) if FLAGS.json else format_table(results))
+    if any("error" in r for r in results):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,54 @@
+"""Device mesh, parameter sharding rules and global batches.
+
+The mesh has axes ("data", "fsdp"). Batches are split over both. Parameters are replicated over
+"data" and, with fsdp > 1, each array of at least `min_size` elements is split along its largest
+dimension that the fsdp axis divides (a rule on shapes, so Adam's moments follow their parameters).
+"""
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def make_mesh(data=-1, fsdp=1, devices=None):
+    """A ("data", "fsdp") mesh; data=-1 takes every device left after fsdp."""
+    devices = np.asarray(devices if devices is not None else jax.devices())
+    if data == -1:
+        if devices.size % fsdp:
+            raise ValueError(f"mesh.fsdp={fsdp} does not divide the {devices.size} devices")
+        data = devices.size // fsdp
+    if data * fsdp != devices.size:
+        raise ValueError(f"mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices, there are {devices.size}")
+    return Mesh(devices.reshape(data, fsdp), BATCH_AXES)
+
+
+def param_spec(shape, fsdp_size, min_size=2 ** 14):
+    if fsdp_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+        return P()
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+        if shape[dim] % fsdp_size == 0:
+            spec = [None] * len(shape)
+            spec[dim] = "fsdp"
+            return P(*spec)
+    return P()
+
+
+def tree_shardings(mesh, tree):
+    """NamedShardings for every array (or ShapeDtypeStruct) in `tree` by the FSDP rule."""
+    fsdp_size = mesh.shape["fsdp"]
+    return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(np.shape(x), fsdp_size)), tree)
+
+
+def batch_sharding(mesh):
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh):
+    return NamedSharding(mesh, P())
+
+
+def global_batch(mesh, local_batch):
+    """Process-local numpy arrays (leading batch axis) -> global jax arrays split over the batch axes."""
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)

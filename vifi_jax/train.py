@@ -1,0 +1,318 @@
+"""Training: a sharded, jitted train step with the official optimiser, schedule and augmentation.
+
+State is a plain dict {"trainable", "frozen", "opt_state", "step", "rng"}: the parameters split by
+the fine-tuning mode (both / image / text / prompts), AdamW on the trainable part only. One call of
+the step is one optimiser update over `accumulation_steps` micro-batches (scanned, gradients averaged).
+The loop saves Orbax checkpoints with the Grain iterator, resumes from the latest one, evaluates every
+`eval.every_epochs`, keeps the best model, stops on a non-finite loss without saving it, and saves
+before exiting on SIGTERM.
+"""
+import json
+import logging
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from data_pipelines import pipeline
+from vifi_jax import api, checkpoint, convert, data, evaluate, mixup, model_dir, schedule, sharding
+from vifi_jax.models import vifi
+
+USES = ("both", "image", "text", "prompts")
+TEXT_PREFIXES = ("transformer/", "positional_embedding", "ln_final/", "text_projection")
+
+
+def is_prompt(path):
+    return path.startswith("prompt_learner/") or path.endswith("/VPT") or "VPT_shallow" in path
+
+
+def is_trainable(path, use):
+    """Which parameters a fine-tuning mode trains (official `returnCLIP`; token embeddings never)."""
+    if use not in USES:
+        raise ValueError(f"train.use must be one of {USES}, got {use!r}")
+    if path.startswith("token_embedding/"):
+        return False
+    if use == "prompts":
+        return is_prompt(path)
+    if is_prompt(path):
+        return False  # prompts exist only in prompting runs
+    if use == "image":
+        return path.startswith("visual/")
+    if use == "text":
+        return path.startswith(TEXT_PREFIXES)
+    return True
+
+
+def split_params(params, use):
+    flat = convert.flatten(params)
+    trainable = {k: v for k, v in flat.items() if is_trainable(k, use)}
+    if not trainable:
+        raise ValueError(f"train.use={use!r} leaves nothing to train (prompting needs model.*_prompts > 0)")
+    frozen = {k: v for k, v in flat.items() if k not in trainable}
+    return convert.unflatten(trainable), convert.unflatten(frozen)
+
+
+def merge_params(trainable, frozen):
+    return convert.unflatten({**convert.flatten(frozen), **convert.flatten(trainable)})
+
+
+def make_optimizer(config, iterations_per_epoch):
+    t = config.train
+    lr = schedule.make(t.lr, t.epochs, t.warmup_epochs, iterations_per_epoch, t.accumulation_steps,
+                       t.min_lr_ratio, t.continuous_schedule)
+    return optax.adamw(lr, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay), lr
+
+
+def make_train_step(module, optimizer, config, num_classes):
+    t = config.train
+
+    def loss_fn(trainable, frozen, frames, labels, ids, rng):
+        x = evaluate.normalize_frames(frames[:, 0], config.data.normalize)  # views axis is 1 in training
+        if t.mixup:
+            x, targets, _ = mixup.blend(rng, x, labels, num_classes, t.label_smoothing, t.mixup_alpha,
+                                        t.cutmix_alpha, t.mixup_switch_prob)
+        else:
+            targets = mixup.smooth_one_hot(labels, num_classes, t.label_smoothing)
+        logits = module.apply({"params": merge_params(trainable, frozen)}, x, ids)
+        return mixup.soft_target_cross_entropy(logits, targets)
+
+    grad_fn = jax.value_and_grad(loss_fn)
+
+    def train_step(state, frames, labels, ids):
+        """frames [ACC, B, 1, T, H, W, 3] uint8, labels [ACC, B] -> (new state, mean loss)."""
+        rng = jax.random.fold_in(state["rng"], state["step"])
+
+        def micro(carry, inputs):
+            grads_sum, loss_sum = carry
+            index, x, y = inputs
+            loss, grads = grad_fn(state["trainable"], state["frozen"], x, y, ids, jax.random.fold_in(rng, index))
+            return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state["trainable"])
+        steps = frames.shape[0]
+        (grads, loss), _ = jax.lax.scan(micro, (zeros, 0.0), (jnp.arange(steps), frames, labels))
+        grads = jax.tree.map(lambda g: g / steps, grads)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
+        new_state = dict(state, trainable=optax.apply_updates(state["trainable"], updates), opt_state=opt_state,
+                         step=state["step"] + 1)
+        return new_state, loss / steps
+
+    return train_step
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after each update."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint after this update, then exiting")
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _write_json(path, obj):
+    if jax.process_index() == 0:
+        with open(path + ".tmp", "w") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(path + ".tmp", path)
+
+
+def _summary_writer(workdir):
+    if jax.process_index() != 0:
+        return None
+    from tensorboardX import SummaryWriter
+    return SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+
+def train_and_evaluate(config, workdir):
+    """Run the configured training; returns the results dict that is also written to results.json."""
+    os.makedirs(workdir, exist_ok=True)
+    t = config.train
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    process = (jax.process_index(), jax.process_count())
+    if t.batch_size % jax.device_count():
+        raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the {jax.device_count()} devices")
+    local_batch = t.batch_size // jax.process_count()
+
+    train = data.train_split(config)
+    num_classes = len(train.class_names)
+    dtype = jnp.dtype(config.model.dtype)
+    model, note = api.from_config(config.model, dtype, seed=config.seed)
+    if note:
+        logging.warning(note)
+    module = model.module
+    text_mode = config.text_mode
+    ids = jnp.asarray(evaluate.class_token_ids(train.class_names, text_mode, module.text_prompts))
+
+    iterations = pipeline.steps_per_epoch(len(train.source), local_batch, process[1])
+    updates_per_epoch = iterations // t.accumulation_steps
+    total_updates = t.epochs * updates_per_epoch
+    if t.max_steps > 0:
+        total_updates = min(total_updates, t.max_steps)
+    optimizer, lr_fn = make_optimizer(config, iterations)
+    trainable, frozen = split_params(model.params, t.use)
+    state = {"trainable": trainable, "frozen": frozen, "opt_state": optimizer.init(trainable),
+             "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(jax.random.PRNGKey(config.seed))}
+    shardings = sharding.tree_shardings(mesh, state)
+    state = jax.device_put(state, shardings)
+    n_trainable = sum(x.size for x in jax.tree.leaves(trainable))
+    logging.info("training %s parameters (%s mode) on %d videos, %d classes; %d updates of %d x %d clips",
+                 f"{n_trainable:,}", t.use, len(train.source), num_classes, total_updates, t.accumulation_steps,
+                 t.batch_size)
+
+    ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), local_batch, config.seed, t.epochs,
+                                process)
+    data_iter = pipeline.iterator(ds, config.data.num_workers)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.every_steps,
+                                   config.checkpoint.keep, config.checkpoint.async_save)
+    results_path = os.path.join(workdir, "results.json")
+    results = {"config": config.to_dict(), "note": note, "history": [], "evaluations": {}}
+    start_update = 0
+    if ckpt.latest_step() is not None:
+        start_update = ckpt.latest_step()
+        state = ckpt.restore(start_update, state, shardings, data_iter)
+        logging.info("resumed from checkpoint at update %d", start_update)
+        if os.path.exists(results_path):
+            with open(results_path) as f:
+                previous = json.load(f)
+            results["history"] = [h for h in previous.get("history", []) if h["step"] <= start_update]
+            results["evaluations"] = previous.get("evaluations", {})
+
+    frames_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, sharding.BATCH_AXES))
+    step_fn = jax.jit(make_train_step(module, optimizer, config, num_classes), donate_argnums=(0,),
+                      out_shardings=(shardings, sharding.replicated(mesh)))
+    bad = pipeline.BadSamples(train.source, config.data.max_bad_fraction)
+    writer = _summary_writer(workdir)
+    preemption = _Preemption()
+    leftover = iterations - updates_per_epoch * t.accumulation_steps
+    clips_per_update = t.accumulation_steps * t.batch_size
+    last_saved, window_loss, window_start, window_updates = start_update, [], time.time(), 0
+    best = results["evaluations"].get("best_top1", -1.0)
+    try:
+        for update in range(start_update, total_updates):
+            if update and update % updates_per_epoch == 0:
+                for _ in range(leftover):  # the official loop drops micro-batches that do not fill an update
+                    bad.update(next(data_iter))
+            micro = [next(data_iter) for _ in range(t.accumulation_steps)]
+            for batch in micro:
+                bad.update(batch)
+            frames = jax.make_array_from_process_local_data(frames_sharding, np.stack([b["frames"] for b in micro]))
+            labels = jax.make_array_from_process_local_data(frames_sharding, np.stack([b["label"] for b in micro]))
+            state, loss = step_fn(state, frames, labels, ids)
+            loss = float(loss)
+            if not np.isfinite(loss):
+                ckpt.wait()
+                raise FloatingPointError(
+                    f"loss became {loss} at update {update + 1}; nothing after update {last_saved} was saved, the "
+                    f"last good checkpoint is in {ckpt.directory} (lower train.lr or use model.dtype=float32)")
+            window_loss.append(loss)
+            window_updates += 1
+            done = update + 1
+            results["history"].append({"step": done, "loss": loss, "lr": float(lr_fn(update))})
+            if writer:
+                writer.add_scalar("train/loss", loss, done)
+                writer.add_scalar("train/lr", float(lr_fn(update)), done)
+            if done % config.log_every == 0 or done == total_updates:
+                elapsed = time.time() - window_start
+                speed = window_updates * clips_per_update / elapsed
+                logging.info("update %d/%d (epoch %d) loss %.4f lr %.3g %.1f clips/s ETA %.0f s", done,
+                             total_updates, update // updates_per_epoch + 1, np.mean(window_loss),
+                             float(lr_fn(update)), speed, (total_updates - done) * clips_per_update / speed)
+                if writer:
+                    writer.add_scalar("train/clips_per_second", speed, done)
+                window_loss, window_start, window_updates = [], time.time(), 0
+            epoch_end = done % updates_per_epoch == 0 and (done // updates_per_epoch) % config.eval.every_epochs == 0
+            if epoch_end and done < total_updates:
+                best = _evaluate_during_training(config, workdir, module, state, mesh, done, results, best, writer)
+            if ckpt.save(done, state, data_iter, force=preemption.requested):
+                last_saved = done
+                _write_json(results_path, results)
+            if preemption.requested:
+                ckpt.wait()
+                results["preempted_at"] = done
+                _write_json(results_path, results)
+                logging.warning("saved update %d after SIGTERM; rerun the same command to resume", done)
+                return results
+        if total_updates and last_saved != total_updates:
+            ckpt.save(total_updates, state, data_iter, force=True)
+        ckpt.wait()
+        _final_evaluation(config, workdir, module, state, mesh, results, writer)
+        bad_report = bad.summary()
+        results["bad_videos"] = bad_report
+        bad.write(os.path.join(workdir, "bad_videos.json"))
+        _write_json(results_path, results)
+        return results
+    finally:
+        preemption.restore()
+        ckpt.close()
+        if writer:
+            writer.close()
+
+
+def _params(state):
+    return merge_params(state["trainable"], state["frozen"])
+
+
+def _evaluate_sets(config, module, params, mesh, num_clips, num_crops):
+    spec = data.clip_spec(config, False, num_clips, num_crops)
+    out = {}
+    for name, split in data.eval_splits(config).items():
+        out[name] = evaluate.evaluate(module, params, split, spec, config.eval.batch_size, mesh, config.text_mode,
+                                      config.data.num_workers, config.seed, config.data.normalize)
+        logging.info("eval %s (%d views): top1 %.2f top5 %.2f mean-class %.2f on %d/%d videos", name,
+                     spec.num_views, out[name]["top1"], out[name]["top5"], out[name]["mean_class"],
+                     out[name]["evaluated"], out[name]["videos"])
+    return out
+
+
+def _evaluate_during_training(config, workdir, module, state, mesh, step, results, best, writer):
+    params = _params(state)
+    found = _evaluate_sets(config, module, params, mesh, config.eval.num_clips, config.eval.num_crops)
+    results["evaluations"][f"step_{step}"] = found
+    first = next(iter(found.values()))
+    if writer:
+        for name, m in found.items():
+            writer.add_scalar(f"eval/{name}/top1", m["top1"], step)
+    if first["top1"] > best:
+        best = first["top1"]
+        results["evaluations"]["best_top1"], results["evaluations"]["best_step"] = best, step
+        if jax.process_index() == 0:
+            model_dir.save(os.path.join(workdir, "best"), _model_config(module), jax.device_get(params))
+    return best
+
+
+def _model_config(module):
+    return {k: getattr(module, k) for k in vifi.ViFiCLIP.__dataclass_fields__ if k not in ("parent", "name", "dtype")}
+
+
+def _final_evaluation(config, workdir, module, state, mesh, results, writer):
+    params = _params(state)
+    if jax.process_index() == 0:
+        model_dir.save(os.path.join(workdir, "final"), _model_config(module), jax.device_get(params))
+    found = _evaluate_sets(config, module, params, mesh, config.eval.final_num_clips, config.eval.final_num_crops)
+    results["final"] = found
+    results["summary"] = summarize(found)
+    if writer:
+        for name, m in found.items():
+            writer.add_scalar(f"final/{name}/top1", m["top1"], int(state["step"]))
+
+
+def summarize(found):
+    """Base/novel harmonic mean when both sets exist; mean ± std of top-1 over several sets."""
+    from vifi_jax import metrics
+    summary = {}
+    if "base" in found and "novel" in found:
+        summary["harmonic_mean"] = metrics.harmonic_mean(found["base"]["top1"], found["novel"]["top1"])
+    if len(found) > 1:
+        mean, std = metrics.mean_std([m["top1"] for m in found.values()])
+        summary["top1_mean"], summary["top1_std"] = mean, std
+    return summary
