@@ -3,6 +3,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import tempfile
 import types
 
 import jax
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_default_matmul_precision", "float32")
+# Generated demo clips and downloads go to a fresh cache, never the user's.
+os.environ["VIFI_JAX_CACHE"] = tempfile.mkdtemp(prefix="vifi_jax_test_cache_")
 
 # A tiny CLIP that keeps every structural feature (two heads per tower, 77-token context, real vocab).
 TINY = dict(embed_dim=32, image_resolution=32, vision_layers=3, vision_width=128, vision_patch_size=8,

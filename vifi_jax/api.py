@@ -120,5 +120,5 @@ def init_params(config, seed=0):
     module = vifi.ViFiCLIP(**config)
     res = config["image_resolution"]
     frames = jnp.zeros((1, 1, res, res, 3), jnp.float32)
-    ids = jnp.zeros((1, 8), jnp.int32)
+    ids = jnp.zeros((1, config["context_length"]), jnp.int32)  # room for any number of text prompts
     return jax.jit(module.init)(jax.random.PRNGKey(seed), frames, ids)["params"]

@@ -47,6 +47,8 @@ def openai_weights(model, urls=None, root=None):
         if sha256(target) == expected:
             return target
         print(f"{target}: SHA-256 mismatch, downloading again", file=sys.stderr)
+    if os.environ.get("VIFI_JAX_OFFLINE"):
+        raise ConnectionError(f"{model} is not in the cache ({target}) and VIFI_JAX_OFFLINE forbids downloading it")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".part")
     try:

@@ -3,6 +3,7 @@
 Every video of the split is counted (padding + validity mask); unreadable videos are excluded and
 listed, never replaced. Returns metrics in percent plus the counts behind them.
 """
+import functools
 import logging
 import time
 
@@ -27,20 +28,20 @@ def class_token_ids(class_names, text_mode, text_prompts=0):
     return tokenizer.truncate(tokenizer.tokenize(vifi.class_texts(class_names, text_mode, text_prompts)))
 
 
-def make_score_fn(module, normalize_kind):
-    @jax.jit
-    def text_features(params, ids):
-        return clip.l2_normalize(module.apply({"params": params}, ids, method="encode_text").astype(jnp.float32))
+@functools.partial(jax.jit, static_argnums=0)
+def text_features(module, params, ids):
+    """L2-normalised class text embeddings [C, D]."""
+    return clip.l2_normalize(module.apply({"params": params}, ids, method="encode_text").astype(jnp.float32))
 
-    @jax.jit
-    def view_logits(params, frames, text):
-        batch, views = frames.shape[:2]
-        x = normalize_frames(frames.reshape(batch * views, *frames.shape[2:]), normalize_kind)
-        video = clip.l2_normalize(module.apply({"params": params}, x, method="encode_video"))
-        logits = jnp.exp(params["logit_scale"]) * video @ text.T
-        return logits.reshape(batch, views, -1)
 
-    return text_features, view_logits
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def view_logits(module, normalize_kind, params, frames, text):
+    """uint8 frames [B, V, T, H, W, 3] -> logits [B, V, C] of every view."""
+    batch, views = frames.shape[:2]
+    x = normalize_frames(frames.reshape(batch * views, *frames.shape[2:]), normalize_kind)
+    video = clip.l2_normalize(module.apply({"params": params}, x, method="encode_video"))
+    logits = jnp.exp(params["logit_scale"]) * video @ text.T
+    return logits.reshape(batch, views, -1)
 
 
 def _gather(x):
@@ -50,10 +51,10 @@ def _gather(x):
 def evaluate(module, params, split, spec, batch_size, mesh, text_mode="template", num_workers=0, seed=0,
              normalize_kind="imagenet", log_every=20):
     """Metrics dict for one Split (see vifi_jax.data) with the views of `spec`."""
-    text_features, view_logits = make_score_fn(module, normalize_kind)
     ids = class_token_ids(split.class_names, text_mode, module.text_prompts)
-    text = text_features(params, jnp.asarray(ids))
+    text = text_features(module, params, jnp.asarray(ids))
     process = (jax.process_index(), jax.process_count())
+    batch_size = -(-batch_size // jax.device_count()) * jax.device_count()  # whole batches on every device
     local_batch = batch_size // jax.process_count()
     ds = pipeline.eval_dataset(split.source, spec, local_batch, seed, process)
     bad = pipeline.BadSamples(split.source, max_fraction=1.0)
@@ -61,7 +62,7 @@ def evaluate(module, params, split, spec, batch_size, mesh, text_mode="template"
     for i, batch in enumerate(pipeline.iterator(ds, num_workers)):
         bad.update(batch)
         placed = sharding.global_batch(mesh, {k: batch[k] for k in ("frames", "label", "valid")})
-        logits = _gather(view_logits(params, placed["frames"], text))
+        logits = _gather(view_logits(module, normalize_kind, params, placed["frames"], text))
         scores.append(metrics.aggregate_views(logits))
         labels.append(_gather(placed["label"]))
         valid.append(_gather(placed["valid"]))

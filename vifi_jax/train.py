@@ -121,6 +121,7 @@ class _Preemption:
 
 def _write_json(path, obj):
     if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path + ".tmp", "w") as f:
             json.dump(obj, f, indent=1)
         os.replace(path + ".tmp", path)

@@ -1,0 +1,100 @@
+"""Training end to end: learning a synthetic task, exact resume after a kill, SIGTERM, 8 devices."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from configs import zeroshot
+from vifi_jax import main, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "--config=configs/zeroshot.py:train,smoke"
+
+
+def run_main(workdir, *overrides, env=None, wait=True):
+    command = [sys.executable, "-m", "vifi_jax.main", SMOKE, f"--workdir={workdir}", *overrides]
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    if not wait:
+        return process
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def losses(workdir):
+    with open(os.path.join(workdir, "results.json")) as f:
+        return [h["loss"] for h in json.load(f)["history"]]
+
+
+def test_tiny_clip_learns_the_synthetic_task_through_the_pipeline(tmp_path):
+    c = zeroshot.get_config("train,smoke")
+    c.data.demo.videos_per_class = 16
+    c.train.batch_size, c.train.accumulation_steps, c.train.lr = 8, 1, 1e-3
+    c.train.epochs, c.train.warmup_epochs = 20, 2
+    c.eval.every_epochs, c.checkpoint.every_steps, c.log_every = 100, 80, 40
+    before = main.run_evaluation(c, str(tmp_path / "before"))["final"]["val"]["top1"]
+    results = train.train_and_evaluate(c, str(tmp_path / "run"))
+    after = results["final"]["val"]["top1"]
+    assert len(results["history"]) == 160
+    assert before <= 50 and after >= 90, (before, after)  # 4 classes: chance is 25%
+    assert os.path.isdir(tmp_path / "run" / "final") and os.listdir(tmp_path / "run" / "tensorboard")
+
+
+LONG = ["--config.train.epochs=4", "--config.checkpoint.every_steps=2", "--config.checkpoint.async_save=false"]
+
+
+def test_killed_run_resumes_with_identical_losses(tmp_path):
+    run_main(tmp_path / "whole", *LONG)
+    whole = losses(tmp_path / "whole")
+    assert len(whole) == 8
+    process = run_main(tmp_path / "killed", *LONG, wait=False)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (checkpoints.is_dir() and any(p.isdigit() and int(p) >= 2
+                                                                          for p in os.listdir(checkpoints))):
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    output = run_main(tmp_path / "killed", *LONG)
+    assert "resumed from checkpoint at update" in output
+    np.testing.assert_array_equal(losses(tmp_path / "killed"), whole)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+    process = run_main(tmp_path, "--config.train.epochs=50", "--config.checkpoint.every_steps=1000", wait=False)
+    deadline = time.time() + 300
+    for line in process.stdout:
+        if "update 1/" in line or time.time() > deadline:
+            break
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 0, output[-3000:]
+    with open(tmp_path / "results.json") as f:
+        stopped = json.load(f)["preempted_at"]
+    assert str(stopped) in os.listdir(tmp_path / "checkpoints") and 1 <= stopped < 100
+
+
+EIGHT = ["--config.train.batch_size=8", "--config.train.epochs=6", "--config.checkpoint.every_steps=100"]
+
+
+@pytest.fixture(scope="module")
+def one_device_losses(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("one_device")
+    run_main(workdir, *EIGHT)
+    return losses(workdir)
+
+
+@pytest.mark.parametrize("mesh", [["--config.mesh.data=8"], ["--config.mesh.data=4", "--config.mesh.fsdp=2"]],
+                         ids=["data8", "data4_fsdp2"])
+def test_eight_devices_follow_the_single_device_losses(tmp_path, mesh, one_device_losses):
+    run_main(tmp_path, *EIGHT, *mesh, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    one, eight = one_device_losses, losses(tmp_path)
+    assert len(one) == 6
+    np.testing.assert_allclose(eight, one, rtol=2e-4)
