@@ -83,7 +83,8 @@ class LoadClip(grain.transforms.RandomMap):
         return np.zeros(shape, np.float32 if self.spec.normalize else np.uint8)
 
     def random_map(self, index, rng):
-        cv2.setNumThreads(1)
+        cv2.setNumThreads(1)  # one core per loader worker: no oversubscription
+        video.set_decode_threads(1)
         index = int(index)
         bad_index = np.full(MAX_REPLACEMENTS, -1, np.int32)
         bad_reason = np.full(MAX_REPLACEMENTS, -1, np.int32)

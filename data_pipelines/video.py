@@ -2,17 +2,32 @@
 
 `read_frames` makes one forward pass over the stream: frames that are not
 wanted are grabbed (decoded, never colour-converted or copied), wanted ones are
-retrieved once even if asked for repeatedly, and a long gap is crossed by a
-seek that is verified and abandoned for a plain forward pass if the backend
-lands anywhere but the frame asked for. Only the requested frames are held.
+retrieved once even if asked for repeatedly, and a gap is crossed by a seek when
+that skips decoding: always for a long gap, and for a short one when the
+keyframes seen so far say the seek would land well past the current frame
+(short-GOP files such as VP9 webm). Seeks are verified and abandoned for a
+plain forward pass if the backend lands anywhere but the frame asked for.
+Only the requested frames are held.
 """
 import os
 
 import cv2
 import numpy as np
 
-# A gap of at least this many frames is crossed by seeking (one GOP of typical encoders).
+# A gap of at least this many frames is always crossed by seeking (one GOP of typical encoders).
 SEEK_THRESHOLD = 250
+# OpenCV's FFmpeg seek to frame n restarts decoding at the keyframe at or before n - 16.
+_SEEK_BACKOFF = 16
+# A shorter gap is crossed by seeking when that skips at least this many frames of decoding.
+_MIN_SEEK_SAVING = 4
+_KEYFRAME = ord("I")
+_decode_threads = 0
+
+
+def set_decode_threads(count):
+    """FFmpeg decoder threads per opened video (0: FFmpeg's default, one per core); 1 in loader workers."""
+    global _decode_threads
+    _decode_threads = int(count)
 
 
 class VideoError(RuntimeError):
@@ -24,13 +39,17 @@ class VideoError(RuntimeError):
         self.decoded = decoded  # frames that did decode, when the video ended before a requested frame
 
 
+def _capture_params():
+    return [cv2.CAP_PROP_N_THREADS, _decode_threads] if _decode_threads else []
+
+
 def _open(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VideoError(path, "file does not exist")
     if os.path.getsize(path) == 0:
         raise VideoError(path, "file is empty")
-    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, _capture_params())
     if not capture.isOpened():
         raise VideoError(path, "OpenCV/FFmpeg cannot open it (corrupt file or unsupported container/codec)")
     return capture
@@ -79,7 +98,7 @@ def read_sampled_frames(path, choose_indices, seek_threshold=SEEK_THRESHOLD):
                 raise
             decoded = error.decoded
         capture.release()
-        capture.open(os.fspath(path), cv2.CAP_FFMPEG)
+        capture.open(os.fspath(path), cv2.CAP_FFMPEG, _capture_params())
         return _read(capture, path, _check_indices(choose_indices(decoded)), seek_threshold)
     finally:
         capture.release()
@@ -95,10 +114,10 @@ def _check_indices(indices):
 
 
 def _read(capture, path, indices, seek_threshold):
-    frames = {}
+    frames, keyframes = {}, []
     position = 0  # index of the frame the next grab() returns
     for target in np.unique(indices):
-        if seek_threshold and target - position >= seek_threshold:
+        if seek_threshold and _seek_pays(position, int(target), keyframes, seek_threshold):
             position = _seek(capture, path, position, int(target))
         while position <= target:
             if not capture.grab():
@@ -106,9 +125,22 @@ def _read(capture, path, indices, seek_threshold):
                     raise VideoError(path, "no frame decodes (corrupt file or unsupported codec)")
                 raise VideoError(path, f"frame {target} asked for, but the video ends after {position} frames",
                                  decoded=position)
+            if capture.get(cv2.CAP_PROP_FRAME_TYPE) == _KEYFRAME:
+                keyframes.append(position)
             position += 1
         frames[int(target)] = cv2.cvtColor(capture.retrieve()[1], cv2.COLOR_BGR2RGB)
     return np.stack([frames[int(i)] for i in indices])
+
+
+def _seek_pays(position, target, keyframes, seek_threshold):
+    """Whether seeking to `target` decodes fewer frames than grabbing forward from `position`."""
+    if target - position >= seek_threshold:
+        return True
+    if len(keyframes) < 2 or target - position <= _SEEK_BACKOFF + _MIN_SEEK_SAVING:
+        return False
+    interval = keyframes[-1] - keyframes[-2]  # the stream's keyframe spacing, as last seen
+    landing = keyframes[-1] + (target - _SEEK_BACKOFF - keyframes[-1]) // interval * interval
+    return landing - position >= _MIN_SEEK_SAVING
 
 
 def _seek(capture, path, position, target):
@@ -116,7 +148,7 @@ def _seek(capture, path, position, target):
     if capture.set(cv2.CAP_PROP_POS_FRAMES, target) and int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == target:
         return target
     capture.release()
-    capture.open(os.fspath(path), cv2.CAP_FFMPEG)
+    capture.open(os.fspath(path), cv2.CAP_FFMPEG, _capture_params())
     for _ in range(position):
         capture.grab()
     return position

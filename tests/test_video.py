@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import VideoError, count_frames, read_frames
+from data_pipelines import video as video_module
 from data_pipelines.video import read_sampled_frames
 
 WIDTH, HEIGHT, BITS = 96, 64, 8
@@ -123,3 +124,17 @@ def test_real_h264_frames_equal_ffmpeg_decoding(path):
     frames = read_frames(path, indices)
     for got, i in zip(frames, indices):
         np.testing.assert_array_equal(got, reference[i], err_msg=f"frame {i}")
+
+
+def test_short_gaps_seek_only_when_keyframes_make_it_pay(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "gop12.webm", 200, "VP90")  # OpenCV writes a keyframe every 12 frames
+    seeks = []
+    real_seek = video_module._seek
+    monkeypatch.setattr(video_module, "_seek", lambda *a: seeks.append(a[3]) or real_seek(*a))
+    indices = [5, 60, 61, 130, 199]
+    frames = read_frames(path, indices)
+    assert [decode_index(f) for f in frames] == indices
+    assert seeks == [130, 199]  # before frame 12 no keyframe spacing is known, so 5 -> 60 grabs forward
+    assert not video_module._seek_pays(0, 30, [0, 12], 250)  # lands at keyframe 12: too little saved
+    assert video_module._seek_pays(0, 60, [0, 12], 250) and video_module._seek_pays(0, 300, [], 250)
+    assert not video_module._seek_pays(0, 100, [], 250)  # no keyframe spacing known yet
