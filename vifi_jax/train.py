@@ -20,7 +20,7 @@ import optax
 
 from data_pipelines import pipeline
 from vifi_jax import api, checkpoint, convert, data, evaluate, mixup, model_dir, schedule, sharding
-from vifi_jax.models import vifi
+from vifi_jax.models import clip, vifi
 
 USES = ("both", "image", "text", "prompts")
 TEXT_PREFIXES = ("transformer/", "positional_embedding", "ln_final/", "text_projection")
@@ -67,29 +67,41 @@ def make_optimizer(config, iterations_per_epoch):
     return optax.adamw(lr, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay), lr
 
 
-def make_train_step(module, optimizer, config, num_classes):
-    t = config.train
+def text_is_frozen(use):
+    """Image-only fine-tuning: class text features are constants, computed once instead of every step."""
+    return use == "image"
 
-    def loss_fn(trainable, frozen, frames, labels, ids, rng):
+
+def make_train_step(module, optimizer, config, num_classes):
+    """`text` is token ids [C, L], or fixed L2-normalised text features [C, D] when the text side is frozen."""
+    t = config.train
+    fixed_text = text_is_frozen(t.use)
+
+    def loss_fn(trainable, frozen, frames, labels, text, rng):
         x = evaluate.normalize_frames(frames[:, 0], config.data.normalize)  # views axis is 1 in training
         if t.mixup:
             x, targets, _ = mixup.blend(rng, x, labels, num_classes, t.label_smoothing, t.mixup_alpha,
                                         t.cutmix_alpha, t.mixup_switch_prob)
         else:
             targets = mixup.smooth_one_hot(labels, num_classes, t.label_smoothing)
-        logits = module.apply({"params": merge_params(trainable, frozen)}, x, ids)
+        params = merge_params(trainable, frozen)
+        if fixed_text:
+            video = clip.l2_normalize(module.apply({"params": params}, x, method="encode_video"))
+            logits = jnp.exp(params["logit_scale"]) * video @ text.T
+        else:
+            logits = module.apply({"params": params}, x, text)
         return mixup.soft_target_cross_entropy(logits, targets)
 
     grad_fn = jax.value_and_grad(loss_fn)
 
-    def train_step(state, frames, labels, ids):
+    def train_step(state, frames, labels, text):
         """frames [ACC, B, 1, T, H, W, 3] uint8, labels [ACC, B] -> (new state, mean loss)."""
         rng = jax.random.fold_in(state["rng"], state["step"])
 
         def micro(carry, inputs):
             grads_sum, loss_sum = carry
             index, x, y = inputs
-            loss, grads = grad_fn(state["trainable"], state["frozen"], x, y, ids, jax.random.fold_in(rng, index))
+            loss, grads = grad_fn(state["trainable"], state["frozen"], x, y, text, jax.random.fold_in(rng, index))
             return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), None
 
         zeros = jax.tree.map(jnp.zeros_like, state["trainable"])
@@ -165,6 +177,7 @@ def train_and_evaluate(config, workdir):
              "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(jax.random.PRNGKey(config.seed))}
     shardings = sharding.tree_shardings(mesh, state)
     state = jax.device_put(state, shardings)
+    text = evaluate.text_features(module, model.params, ids) if text_is_frozen(t.use) else ids
     n_trainable = sum(x.size for x in jax.tree.leaves(trainable))
     logging.info("training %s parameters (%s mode) on %d videos, %d classes; %d updates of %d x %d clips",
                  f"{n_trainable:,}", t.use, len(train.source), num_classes, total_updates, t.accumulation_steps,
@@ -208,7 +221,7 @@ def train_and_evaluate(config, workdir):
                 bad.update(batch)
             frames = jax.make_array_from_process_local_data(frames_sharding, np.stack([b["frames"] for b in micro]))
             labels = jax.make_array_from_process_local_data(frames_sharding, np.stack([b["label"] for b in micro]))
-            state, loss = step_fn(state, frames, labels, ids)
+            state, loss = step_fn(state, frames, labels, text)
             loss = float(loss)
             if not np.isfinite(loss):
                 ckpt.wait()

@@ -1,0 +1,51 @@
+"""What trains in each mode (counts from the official model), and the frozen-text shortcut."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import zeroshot
+from vifi_jax import api, convert, evaluate, train
+from vifi_jax.models import clip, vifi
+
+
+def parameter_shapes(**fields):
+    module = vifi.ViFiCLIP(**clip.VARIANTS["ViT-B/16"], **fields)
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, 1, 224, 224, 3)),
+                            jnp.zeros((1, 77), jnp.int32))["params"]
+    return convert.flatten(shapes)
+
+
+def test_trainable_tensors_match_the_official_counts():
+    flat = parameter_shapes()
+    assert sum(train.is_trainable(k, "both") for k in flat) == 301  # 288 block tensors + 13 others
+    assert all(not train.is_trainable(k, use) for k in flat if k.startswith("token_embedding") for use in train.USES)
+    assert all(k.startswith("visual/") for k in flat if train.is_trainable(k, "image"))
+    assert not train.is_trainable("logit_scale", "image") and not train.is_trainable("logit_scale", "text")
+    for fields, count in ((dict(vision_prompts=16, vision_prompt_depth=9, text_prompts=16, text_prompt_depth=9),
+                           184_320), (dict(vision_prompts=10, vision_prompt_depth=12, text_prompts=10,
+                                           text_prompt_depth=12), 153_600)):
+        flat = parameter_shapes(**fields)
+        assert sum(int(np.prod(v.shape)) for k, v in flat.items() if train.is_trainable(k, "prompts")) == count
+    with pytest.raises(ValueError, match="train.use must be one of"):
+        train.is_trainable("logit_scale", "all")
+
+
+def test_frozen_text_features_give_the_same_step_as_running_the_text_tower(monkeypatch):
+    config = zeroshot.get_config("train,use=image,smoke")
+    model = api.from_config(config.model, seed=0)[0]
+    names = ["archery", "bowling", "juggling balls"]
+    ids = jnp.asarray(evaluate.class_token_ids(names, "template"))
+    optimizer, _ = train.make_optimizer(config, iterations_per_epoch=10)
+    trainable, frozen = train.split_params(model.params, "image")
+    state = {"trainable": trainable, "frozen": frozen, "opt_state": optimizer.init(trainable),
+             "step": jnp.ones((), jnp.int32), "rng": jax.random.key_data(jax.random.PRNGKey(0))}
+    frames = jax.random.randint(jax.random.PRNGKey(1), (1, 4, 1, 4, 32, 32, 3), 0, 256).astype(jnp.uint8)
+    labels = jnp.array([[0, 1, 2, 1]])
+    fixed = train.make_train_step(model.module, optimizer, config, 3)(
+        state, frames, labels, evaluate.text_features(model.module, model.params, ids))
+    monkeypatch.setattr(train, "text_is_frozen", lambda use: False)
+    running = train.make_train_step(model.module, optimizer, config, 3)(state, frames, labels, ids)
+    np.testing.assert_allclose(float(fixed[1]), float(running[1]), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(fixed[0]["trainable"]), jax.tree.leaves(running[0]["trainable"])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
