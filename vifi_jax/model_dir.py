@@ -2,6 +2,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -10,14 +11,18 @@ PARAMS_DIR = "params"
 
 
 def save(directory, config, params):
-    """Write `config` and `params` under `directory` (created; an existing model there is replaced)."""
+    """Write `config` and `params` under `directory` (created; an existing model there is replaced).
+
+    With several JAX processes every process calls this (Orbax coordinates); process 0 writes the files.
+    """
     directory = os.path.abspath(os.fspath(directory))
     os.makedirs(directory, exist_ok=True)
     params = _to_numpy(params)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(os.path.join(directory, PARAMS_DIR), params, force=True)
-    with open(os.path.join(directory, CONFIG_FILE), "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(directory, CONFIG_FILE), "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
 
 
 def load(directory):

@@ -272,6 +272,14 @@ def train_and_evaluate(config, workdir):
             writer.close()
 
 
+def _on_host(tree):
+    """Full numpy copies of (possibly FSDP-sharded, multi-host) arrays."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
 def _params(state):
     return merge_params(state["trainable"], state["frozen"])
 
@@ -299,8 +307,7 @@ def _evaluate_during_training(config, workdir, module, state, mesh, step, result
     if first["top1"] > best:
         best = first["top1"]
         results["evaluations"]["best_top1"], results["evaluations"]["best_step"] = best, step
-        if jax.process_index() == 0:
-            model_dir.save(os.path.join(workdir, "best"), _model_config(module), jax.device_get(params))
+        model_dir.save(os.path.join(workdir, "best"), _model_config(module), _on_host(params))
     return best
 
 
@@ -310,8 +317,7 @@ def _model_config(module):
 
 def _final_evaluation(config, workdir, module, state, mesh, results, writer):
     params = _params(state)
-    if jax.process_index() == 0:
-        model_dir.save(os.path.join(workdir, "final"), _model_config(module), jax.device_get(params))
+    model_dir.save(os.path.join(workdir, "final"), _model_config(module), _on_host(params))
     found = _evaluate_sets(config, module, params, mesh, config.eval.final_num_clips, config.eval.final_num_crops)
     results["final"] = found
     results["summary"] = summarize(found)
