@@ -98,3 +98,20 @@ def test_eight_devices_follow_the_single_device_losses(tmp_path, mesh, one_devic
     one, eight = one_device_losses, losses(tmp_path)
     assert len(one) == 6
     np.testing.assert_allclose(eight, one, rtol=2e-4)
+
+
+def test_checkpoint_restores_onto_a_different_device_count(tmp_path, one_device_losses):
+    run_main(tmp_path, *EIGHT, "--config.train.max_steps=3")
+    run_main(tmp_path, *EIGHT, "--config.mesh.data=2", "--config.mesh.fsdp=4",
+             env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    np.testing.assert_allclose(losses(tmp_path), one_device_losses, rtol=2e-4)
+
+
+def test_non_finite_loss_stops_without_saving_it(tmp_path):
+    process = run_main(tmp_path, "--config.train.lr=1e38", "--config.train.warmup_epochs=0",
+                       "--config.checkpoint.every_steps=1", "--config.checkpoint.async_save=false", wait=False)
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode != 0 and "loss became nan" in output, output[-3000:]
+    saved = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
+    failed = int(output.split("loss became nan at update ")[1].split(";")[0])
+    assert saved and max(saved) < failed

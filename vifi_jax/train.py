@@ -263,6 +263,8 @@ def train_and_evaluate(config, workdir):
         bad_report = bad.summary()
         results["bad_videos"] = bad_report
         bad.write(os.path.join(workdir, "bad_videos.json"))
+        logging.info("unreadable training videos: %d of %d (%s), listed in bad_videos.json", bad_report["count"],
+                     bad_report["dataset_size"], bad_report["by_reason"] or "none")
         _write_json(results_path, results)
         return results
     finally:
