@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vifi_jax import metrics, summarize, train
+from vifi_jax import evaluate, metrics, summarize
 
 
 def test_softmax_per_view_then_sum():
@@ -26,7 +26,7 @@ def test_harmonic_mean_and_mean_std(tmp_path):
     assert metrics.harmonic_mean(76.4, 61.1) == pytest.approx(2 * 76.4 * 61.1 / (76.4 + 61.1))
     assert metrics.mean_std([50.0, 52.0, 54.0]) == (52.0, pytest.approx(np.sqrt(8 / 3)))
     found = {"base": {"top1": 80.0}, "novel": {"top1": 60.0}}
-    assert train.summarize(found)["harmonic_mean"] == pytest.approx(2 * 80 * 60 / 140)
+    assert evaluate.summarize(found)["harmonic_mean"] == pytest.approx(2 * 80 * 60 / 140)
     runs = [{"base": {"top1": b}, "novel": {"top1": n}} for b, n in ((80, 60), (70, 50), (75, 55))]
     combined = summarize.base2novel(runs)
     assert combined["base"] == 75 and combined["novel"] == 55

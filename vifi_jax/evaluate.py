@@ -4,7 +4,9 @@ Every video of the split is counted (padding + validity mask); unreadable videos
 listed, never replaced. Returns metrics in percent plus the counts behind them.
 """
 import functools
+import json
 import logging
+import os
 import time
 
 import jax
@@ -13,7 +15,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from data_pipelines import pipeline, transforms
-from vifi_jax import metrics, sharding, tokenizer
+from vifi_jax import data, metrics, sharding, tokenizer
 from vifi_jax.models import clip, vifi
 
 
@@ -75,3 +77,36 @@ def evaluate(module, params, split, spec, batch_size, mesh, text_mode="template"
     result.update(videos=len(split.source), evaluated=int(valid.sum()), views=spec.num_views,
                   unreadable=bad.summary()["videos"], seconds=time.time() - start)
     return result
+
+
+def evaluate_sets(config, module, params, mesh, num_clips, num_crops):
+    """{set name: metrics} for every entry of config.eval.sets, with num_clips x num_crops views."""
+    spec = data.clip_spec(config, False, num_clips, num_crops)
+    out = {}
+    for name, split in data.eval_splits(config).items():
+        out[name] = evaluate(module, params, split, spec, config.eval.batch_size, mesh, config.text_mode,
+                             config.data.num_workers, config.seed, config.data.normalize)
+        logging.info("eval %s (%d views): top1 %.2f top5 %.2f mean-class %.2f on %d/%d videos", name,
+                     spec.num_views, out[name]["top1"], out[name]["top5"], out[name]["mean_class"],
+                     out[name]["evaluated"], out[name]["videos"])
+    return out
+
+
+def summarize(found):
+    """Base/novel harmonic mean when both sets exist; mean ± std of top-1 over several sets."""
+    summary = {}
+    if "base" in found and "novel" in found:
+        summary["harmonic_mean"] = metrics.harmonic_mean(found["base"]["top1"], found["novel"]["top1"])
+    if len(found) > 1:
+        mean, std = metrics.mean_std([m["top1"] for m in found.values()])
+        summary["top1_mean"], summary["top1_std"] = mean, std
+    return summary
+
+
+def write_json(path, obj):
+    """Write results atomically (process 0 only)."""
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(path + ".tmp", path)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from vifi_jax import api, sharding, train
+from vifi_jax import api, evaluate, sharding, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config, e.g. configs/zeroshot.py or "
@@ -45,11 +45,11 @@ def run_evaluation(config, workdir):
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     params = jax.device_put(model.params, sharding.tree_shardings(mesh, model.params))
     start = time.time()
-    found = train._evaluate_sets(config, model.module, params, mesh, config.eval.final_num_clips,
+    found = evaluate.evaluate_sets(config, model.module, params, mesh, config.eval.final_num_clips,
                                  config.eval.final_num_crops)
     results = {"config": config.to_dict(), "note": note, "model": config.model.init, "final": found,
-               "summary": train.summarize(found), "seconds": time.time() - start}
-    train._write_json(os.path.join(workdir, "results.json"), results)
+               "summary": evaluate.summarize(found), "seconds": time.time() - start}
+    evaluate.write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 

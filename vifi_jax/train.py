@@ -131,14 +131,6 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def _write_json(path, obj):
-    if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(path + ".tmp", path)
-
-
 def _summary_writer(workdir):
     if jax.process_index() != 0:
         return None
@@ -249,11 +241,11 @@ def train_and_evaluate(config, workdir):
                 best = _evaluate_during_training(config, workdir, module, state, mesh, done, results, best, writer)
             if ckpt.save(done, state, data_iter, force=preemption.requested):
                 last_saved = done
-                _write_json(results_path, results)
+                evaluate.write_json(results_path, results)
             if preemption.requested:
                 ckpt.wait()
                 results["preempted_at"] = done
-                _write_json(results_path, results)
+                evaluate.write_json(results_path, results)
                 logging.warning("saved update %d after SIGTERM; rerun the same command to resume", done)
                 return results
         if total_updates and last_saved != total_updates:
@@ -265,7 +257,7 @@ def train_and_evaluate(config, workdir):
         bad.write(os.path.join(workdir, "bad_videos.json"))
         logging.info("unreadable training videos: %d of %d (%s), listed in bad_videos.json", bad_report["count"],
                      bad_report["dataset_size"], bad_report["by_reason"] or "none")
-        _write_json(results_path, results)
+        evaluate.write_json(results_path, results)
         return results
     finally:
         preemption.restore()
@@ -286,21 +278,9 @@ def _params(state):
     return merge_params(state["trainable"], state["frozen"])
 
 
-def _evaluate_sets(config, module, params, mesh, num_clips, num_crops):
-    spec = data.clip_spec(config, False, num_clips, num_crops)
-    out = {}
-    for name, split in data.eval_splits(config).items():
-        out[name] = evaluate.evaluate(module, params, split, spec, config.eval.batch_size, mesh, config.text_mode,
-                                      config.data.num_workers, config.seed, config.data.normalize)
-        logging.info("eval %s (%d views): top1 %.2f top5 %.2f mean-class %.2f on %d/%d videos", name,
-                     spec.num_views, out[name]["top1"], out[name]["top5"], out[name]["mean_class"],
-                     out[name]["evaluated"], out[name]["videos"])
-    return out
-
-
 def _evaluate_during_training(config, workdir, module, state, mesh, step, results, best, writer):
     params = _params(state)
-    found = _evaluate_sets(config, module, params, mesh, config.eval.num_clips, config.eval.num_crops)
+    found = evaluate.evaluate_sets(config, module, params, mesh, config.eval.num_clips, config.eval.num_crops)
     results["evaluations"][f"step_{step}"] = found
     first = next(iter(found.values()))
     if writer:
@@ -320,21 +300,9 @@ def _model_config(module):
 def _final_evaluation(config, workdir, module, state, mesh, results, writer):
     params = _params(state)
     model_dir.save(os.path.join(workdir, "final"), _model_config(module), _on_host(params))
-    found = _evaluate_sets(config, module, params, mesh, config.eval.final_num_clips, config.eval.final_num_crops)
+    found = evaluate.evaluate_sets(config, module, params, mesh, config.eval.final_num_clips, config.eval.final_num_crops)
     results["final"] = found
-    results["summary"] = summarize(found)
+    results["summary"] = evaluate.summarize(found)
     if writer:
         for name, m in found.items():
             writer.add_scalar(f"final/{name}/top1", m["top1"], int(state["step"]))
-
-
-def summarize(found):
-    """Base/novel harmonic mean when both sets exist; mean ± std of top-1 over several sets."""
-    from vifi_jax import metrics
-    summary = {}
-    if "base" in found and "novel" in found:
-        summary["harmonic_mean"] = metrics.harmonic_mean(found["base"]["top1"], found["novel"]["top1"])
-    if len(found) > 1:
-        mean, std = metrics.mean_std([m["top1"] for m in found.values()])
-        summary["top1_mean"], summary["top1_std"] = mean, std
-    return summary
