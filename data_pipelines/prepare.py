@@ -25,17 +25,21 @@ from absl import app, flags
 from data_pipelines import datasets, transforms
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("list_file", None, "Official-format list file: '<relative path> <label>' per line.")
-flags.DEFINE_string("root", "", "Directory the list file's paths are relative to.")
-flags.DEFINE_string("labels", None, "Label CSV ('id,name' header) giving the class names.")
-flags.DEFINE_string("name", None, "TFDS dataset name to write, e.g. ucf101_frames.")
-flags.DEFINE_string("split", "train", "Split name inside the dataset.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory to write into.")
-flags.DEFINE_string("version", "1.0.0", "Dataset version.")
-flags.DEFINE_integer("short_side", 256, "Frames are resized so that their short side has this length.")
-flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames.")
-flags.DEFINE_integer("max_frames", 0, "If > 0, keep at most this many frames per video, evenly spaced.")
-flags.DEFINE_integer("workers", 0, "Decode processes (0: one per CPU core).")
+
+
+def define_flags():
+    """Command-line flags, defined only when run as a program (so importing never clashes)."""
+    flags.DEFINE_string("list_file", None, "Official-format list file: '<relative path> <label>' per line.")
+    flags.DEFINE_string("root", "", "Directory the list file's paths are relative to.")
+    flags.DEFINE_string("labels", None, "Label CSV ('id,name' header) giving the class names.")
+    flags.DEFINE_string("name", None, "TFDS dataset name to write, e.g. ucf101_frames.")
+    flags.DEFINE_string("split", "train", "Split name inside the dataset.")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory to write into.")
+    flags.DEFINE_string("version", "1.0.0", "Dataset version.")
+    flags.DEFINE_integer("short_side", 256, "Frames are resized so that their short side has this length.")
+    flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames.")
+    flags.DEFINE_integer("max_frames", 0, "If > 0, keep at most this many frames per video, evenly spaced.")
+    flags.DEFINE_integer("workers", 0, "Decode processes (0: one per CPU core).")
 
 
 def encode_video(path, short_side=256, jpeg_quality=90, max_frames=0):
@@ -123,4 +127,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

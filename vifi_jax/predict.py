@@ -19,14 +19,18 @@ from data_pipelines import datasets, sampling, transforms, video
 from vifi_jax import api
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("weights", "openai:ViT-B/16", "Model weights (see vifi_jax.load).")
-flags.DEFINE_string("clip_weights", None, "OpenAI weights for official ViFi-CLIP .pth files (token embedding).")
-flags.DEFINE_string("labels", None, "Comma-separated class names.")
-flags.DEFINE_string("labels_file", None, "Label CSV with an 'id,name' header (the official labels/*.csv format).")
-flags.DEFINE_integer("top_k", 5, "How many labels to show per video.")
-flags.DEFINE_integer("num_frames", 32, "Frames sampled per video (TSN segment centres).")
-flags.DEFINE_enum("text_mode", "template", ["template", "bare"], "Class text: 'a photo of a {}.' or the bare name.")
-flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
+
+
+def define_flags():
+    """Command-line flags, defined only when run as a program (so importing never clashes)."""
+    flags.DEFINE_string("weights", "openai:ViT-B/16", "Model weights (see vifi_jax.load).")
+    flags.DEFINE_string("clip_weights", None, "OpenAI weights for official ViFi-CLIP .pth files (token embedding).")
+    flags.DEFINE_string("labels", None, "Comma-separated class names.")
+    flags.DEFINE_string("labels_file", None, "Label CSV with an 'id,name' header (the official labels/*.csv format).")
+    flags.DEFINE_integer("top_k", 5, "How many labels to show per video.")
+    flags.DEFINE_integer("num_frames", 32, "Frames sampled per video (TSN segment centres).")
+    flags.DEFINE_enum("text_mode", "template", ["template", "bare"], "Class text: 'a photo of a {}.' or the bare name.")
+    flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
 
 
 def read_label_names(labels, labels_file):
@@ -89,4 +93,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
