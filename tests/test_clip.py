@@ -106,3 +106,22 @@ def test_param_paths_mirror_openai_keys(openai_model):
     assert "transformer/resblocks_0/attn/in_proj/kernel" in init_flat
     assert len(init_flat) == len(reference.state_dict())
     assert TINY["vision_layers"] == 3
+
+
+def test_layer_norm_matches_flax_values_and_gradients():
+    import flax.linen as nn
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 64)) * 3 + 1
+    params = {"scale": jax.random.normal(jax.random.PRNGKey(1), (64,)), "bias": jnp.arange(64.0) / 64}
+    ours = clip.layer_norm()
+    reference = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False)
+    weights = jax.random.normal(jax.random.PRNGKey(2), x.shape)
+
+    def loss(module, p, x):
+        return jnp.sum(jnp.sin(module.apply({"params": p}, x)) * weights)
+
+    np.testing.assert_allclose(ours.apply({"params": params}, x), reference.apply({"params": params}, x),
+                               rtol=1e-6, atol=1e-6)
+    got = jax.grad(loss, argnums=(1, 2))(ours, params, x)
+    want = jax.grad(loss, argnums=(1, 2))(reference, params, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

