@@ -21,6 +21,9 @@ class Checkpointer:
     def latest_step(self):
         return self.manager.latest_step()
 
+    def should_save(self, step):
+        return self.manager.should_save(step)
+
     def save(self, step, state, data_iter, force=False):
         """Save if `step` is due (or `force`); returns whether a save started."""
         return self.manager.save(step, args=ocp.args.Composite(

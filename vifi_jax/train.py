@@ -239,9 +239,10 @@ def train_and_evaluate(config, workdir):
             epoch_end = done % updates_per_epoch == 0 and (done // updates_per_epoch) % config.eval.every_epochs == 0
             if epoch_end and done < total_updates:
                 best = _evaluate_during_training(config, workdir, module, state, mesh, done, results, best, writer)
-            if ckpt.save(done, state, data_iter, force=preemption.requested):
+            if preemption.requested or ckpt.should_save(done):
+                evaluate.write_json(results_path, results)  # first, so a kill after the save loses no history
+                ckpt.save(done, state, data_iter, force=preemption.requested)
                 last_saved = done
-                evaluate.write_json(results_path, results)
             if preemption.requested:
                 ckpt.wait()
                 results["preempted_at"] = done
@@ -249,6 +250,7 @@ def train_and_evaluate(config, workdir):
                 logging.warning("saved update %d after SIGTERM; rerun the same command to resume", done)
                 return results
         if total_updates and last_saved != total_updates:
+            evaluate.write_json(results_path, results)
             ckpt.save(total_updates, state, data_iter, force=True)
         ckpt.wait()
         _final_evaluation(config, workdir, module, state, mesh, results, writer)
