@@ -141,7 +141,7 @@ def loader_machine_info(video):
     import cv2
     from data_pipelines import video as video_module
     video_module.set_decode_threads(1)  # as LoadClip does in every worker
-    probe = video_module._open(video)
+    probe = video_module.open_capture(video)
     threads = int(probe.get(cv2.CAP_PROP_N_THREADS))
     probe.release()
     video_module.set_decode_threads(0)

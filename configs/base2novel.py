@@ -40,10 +40,7 @@ def get_config(arg=None):
                                  f"labels/{labels}_novel_labels.csv"),
     }
     if arg.prompting:
-        c.model.init = ""  # must be set: the K400 ViFi-CLIP checkpoint
-        c.model.vision_prompts = c.model.text_prompts = 16
-        c.model.vision_prompt_depth = c.model.text_prompt_depth = 9
-        c.train.use, c.train.lr, c.text_mode = "prompts", 4e-2, "prompt"
+        common.prompting(c, num_prompts=16, depth=9, lr=4e-2)
     if arg.smoke:
         common.smoke(c)
     return c

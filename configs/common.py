@@ -73,6 +73,15 @@ def base_config():
     return c
 
 
+def prompting(c, num_prompts, depth, lr):
+    """Bridge-and-prompt: deep prompts on both towers, everything else frozen, from a K400 checkpoint."""
+    c.model.init = ""  # must be set: the K400 ViFi-CLIP checkpoint
+    c.model.vision_prompts = c.model.text_prompts = num_prompts
+    c.model.vision_prompt_depth = c.model.text_prompt_depth = depth
+    c.train.use, c.train.lr, c.text_mode = "prompts", lr, "prompt"
+    return c
+
+
 def smoke(c, num_sets=None):
     """Shrink a config to a tiny random model on generated clips: minutes of work become seconds."""
     c.model.init = "random:ViT-B/16"

@@ -28,10 +28,7 @@ def get_config(arg=None):
     c.eval.every_epochs = 10
     c.eval.sets = {"val": common.eval_set(f"datasets_splits/{splits}/{val}", f"labels/{labels}")}
     if arg.prompting:
-        c.model.init = ""  # must be set: the K400 ViFi-CLIP checkpoint
-        c.model.vision_prompts = c.model.text_prompts = 10
-        c.model.vision_prompt_depth = c.model.text_prompt_depth = 12
-        c.train.use, c.train.lr, c.text_mode = "prompts", 8e-3, "prompt"
+        common.prompting(c, num_prompts=10, depth=12, lr=8e-3)
     if arg.smoke:
         common.smoke(c)
     return c

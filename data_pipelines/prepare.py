@@ -45,9 +45,7 @@ def define_flags():
 def encode_video(path, short_side=256, jpeg_quality=90, max_frames=0):
     """All frames of a video as JPEG bytes at the given short side, in one decoding pass."""
     cv2.setNumThreads(1)
-    if not os.path.isfile(path):
-        raise datasets.video.VideoError(path, "file does not exist")
-    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    capture = datasets.video.open_capture(path)
     frames = []
     try:
         while True:

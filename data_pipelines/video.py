@@ -43,7 +43,8 @@ def _capture_params():
     return [cv2.CAP_PROP_N_THREADS, _decode_threads] if _decode_threads else []
 
 
-def _open(path):
+def open_capture(path):
+    """An opened FFmpeg capture, or a VideoError naming a missing, empty or unopenable file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VideoError(path, "file does not exist")
@@ -57,7 +58,7 @@ def _open(path):
 
 def count_frames(path):
     """The number of frames that actually decode (container headers can over- or under-count)."""
-    capture = _open(path)
+    capture = open_capture(path)
     try:
         count = 0
         while capture.grab():
@@ -72,7 +73,7 @@ def count_frames(path):
 def read_frames(path, indices, seek_threshold=SEEK_THRESHOLD):
     """RGB uint8 frames [len(indices), H, W, 3] in the order asked; indices may repeat or be unsorted."""
     indices = _check_indices(indices)
-    capture = _open(path)
+    capture = open_capture(path)
     try:
         return _read(capture, path, indices, seek_threshold)
     finally:
@@ -86,7 +87,7 @@ def read_sampled_frames(path, choose_indices, seek_threshold=SEEK_THRESHOLD):
     chosen frame does not exist, the indices are chosen again from the number of frames that did
     decode. A header without a count falls back to counting by decoding.
     """
-    capture = _open(path)
+    capture = open_capture(path)
     try:
         num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         if num_frames <= 0:

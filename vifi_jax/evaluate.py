@@ -46,8 +46,11 @@ def view_logits(module, normalize_kind, params, frames, text):
     return logits.reshape(batch, views, -1)
 
 
-def _gather(x):
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True)) if jax.process_count() > 1 else np.asarray(x)
+def to_host(tree):
+    """Full numpy copies of (possibly sharded, multi-host) arrays."""
+    if jax.process_count() > 1:
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
 
 
 def evaluate(module, params, split, spec, batch_size, mesh, text_mode="template", num_workers=0, seed=0,
@@ -64,10 +67,10 @@ def evaluate(module, params, split, spec, batch_size, mesh, text_mode="template"
     for i, batch in enumerate(pipeline.iterator(ds, num_workers)):
         bad.update(batch)
         placed = sharding.global_batch(mesh, {k: batch[k] for k in ("frames", "label", "valid")})
-        logits = _gather(view_logits(module, normalize_kind, params, placed["frames"], text))
+        logits = to_host(view_logits(module, normalize_kind, params, placed["frames"], text))
         scores.append(metrics.aggregate_views(logits))
-        labels.append(_gather(placed["label"]))
-        valid.append(_gather(placed["valid"]))
+        labels.append(to_host(placed["label"]))
+        valid.append(to_host(placed["valid"]))
         if log_every and (i + 1) % log_every == 0:
             elapsed = time.time() - start
             logging.info("eval %s: batch %d/%d, %.1f videos/s, ETA %.0f s", split.description, i + 1, len(ds),

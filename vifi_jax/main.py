@@ -8,7 +8,6 @@ and the base/novel harmonic mean where they apply). The config is logged and sav
 import json
 import logging
 import os
-import sys
 import time
 
 import jax
@@ -61,9 +60,7 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/zeroshot.py")
     if FLAGS.distributed:
         jax.distributed.initialize()
-    workdir = FLAGS.workdir or default_workdir(sys.argv[[a.startswith("--config=") for a in sys.argv].index(True)]
-                                                .split("=", 1)[1] if any(a.startswith("--config=") for a in sys.argv)
-                                                else "config")
+    workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
     os.makedirs(workdir, exist_ok=True)
     logging.getLogger().setLevel(logging.INFO)
     for handler in logging.getLogger().handlers:

@@ -20,7 +20,7 @@ import optax
 
 from data_pipelines import pipeline
 from vifi_jax import api, checkpoint, convert, data, evaluate, mixup, model_dir, schedule, sharding
-from vifi_jax.models import clip, vifi
+from vifi_jax.models import clip
 
 USES = ("both", "image", "text", "prompts")
 TEXT_PREFIXES = ("transformer/", "positional_embedding", "ln_final/", "text_projection")
@@ -223,22 +223,23 @@ def train_and_evaluate(config, workdir):
             window_loss.append(loss)
             window_updates += 1
             done = update + 1
-            results["history"].append({"step": done, "loss": loss, "lr": float(lr_fn(update))})
+            lr = float(lr_fn(update))
+            results["history"].append({"step": done, "loss": loss, "lr": lr})
             if writer:
                 writer.add_scalar("train/loss", loss, done)
-                writer.add_scalar("train/lr", float(lr_fn(update)), done)
+                writer.add_scalar("train/lr", lr, done)
             if done % config.log_every == 0 or done == total_updates:
                 elapsed = time.time() - window_start
                 speed = window_updates * clips_per_update / elapsed
                 logging.info("update %d/%d (epoch %d) loss %.4f lr %.3g %.1f clips/s ETA %.0f s", done,
                              total_updates, update // updates_per_epoch + 1, np.mean(window_loss),
-                             float(lr_fn(update)), speed, (total_updates - done) * clips_per_update / speed)
+                             lr, speed, (total_updates - done) * clips_per_update / speed)
                 if writer:
                     writer.add_scalar("train/clips_per_second", speed, done)
                 window_loss, window_start, window_updates = [], time.time(), 0
             epoch_end = done % updates_per_epoch == 0 and (done // updates_per_epoch) % config.eval.every_epochs == 0
             if epoch_end and done < total_updates:
-                best = _evaluate_during_training(config, workdir, module, state, mesh, done, results, best, writer)
+                best = _evaluate_during_training(config, workdir, model, state, mesh, done, results, best, writer)
             if preemption.requested or ckpt.should_save(done):
                 evaluate.write_json(results_path, results)  # first, so a kill after the save loses no history
                 ckpt.save(done, state, data_iter, force=preemption.requested)
@@ -253,7 +254,7 @@ def train_and_evaluate(config, workdir):
             evaluate.write_json(results_path, results)
             ckpt.save(total_updates, state, data_iter, force=True)
         ckpt.wait()
-        _final_evaluation(config, workdir, module, state, mesh, results, writer)
+        _final_evaluation(config, workdir, model, state, mesh, results, writer)
         bad_report = bad.summary()
         results["bad_videos"] = bad_report
         bad.write(os.path.join(workdir, "bad_videos.json"))
@@ -268,21 +269,13 @@ def train_and_evaluate(config, workdir):
             writer.close()
 
 
-def _on_host(tree):
-    """Full numpy copies of (possibly FSDP-sharded, multi-host) arrays."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        return multihost_utils.process_allgather(tree, tiled=True)
-    return jax.device_get(tree)
-
-
 def _params(state):
     return merge_params(state["trainable"], state["frozen"])
 
 
-def _evaluate_during_training(config, workdir, module, state, mesh, step, results, best, writer):
+def _evaluate_during_training(config, workdir, model, state, mesh, step, results, best, writer):
     params = _params(state)
-    found = evaluate.evaluate_sets(config, module, params, mesh, config.eval.num_clips, config.eval.num_crops)
+    found = evaluate.evaluate_sets(config, model.module, params, mesh, config.eval.num_clips, config.eval.num_crops)
     results["evaluations"][f"step_{step}"] = found
     first = next(iter(found.values()))
     if writer:
@@ -291,18 +284,15 @@ def _evaluate_during_training(config, workdir, module, state, mesh, step, result
     if first["top1"] > best:
         best = first["top1"]
         results["evaluations"]["best_top1"], results["evaluations"]["best_step"] = best, step
-        model_dir.save(os.path.join(workdir, "best"), _model_config(module), _on_host(params))
+        model_dir.save(os.path.join(workdir, "best"), model.config, evaluate.to_host(params))
     return best
 
 
-def _model_config(module):
-    return {k: getattr(module, k) for k in vifi.ViFiCLIP.__dataclass_fields__ if k not in ("parent", "name", "dtype")}
-
-
-def _final_evaluation(config, workdir, module, state, mesh, results, writer):
+def _final_evaluation(config, workdir, model, state, mesh, results, writer):
     params = _params(state)
-    model_dir.save(os.path.join(workdir, "final"), _model_config(module), _on_host(params))
-    found = evaluate.evaluate_sets(config, module, params, mesh, config.eval.final_num_clips, config.eval.final_num_crops)
+    model_dir.save(os.path.join(workdir, "final"), model.config, evaluate.to_host(params))
+    found = evaluate.evaluate_sets(config, model.module, params, mesh, config.eval.final_num_clips,
+                                  config.eval.final_num_crops)
     results["final"] = found
     results["summary"] = evaluate.summarize(found)
     if writer:
