@@ -1,10 +1,8 @@
 """Shared test helpers: OpenAI's reference code loaded by file path, tiny configs, random weights."""
-import contextlib
+import functools
 import importlib.util
 import os
-import sys
 import tempfile
-import types
 
 import jax
 import numpy as np
@@ -70,40 +68,68 @@ def relative_error(actual, expected):
     return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
 
 
-def write_openai_jit_archive(reference, openai_model, path):
-    """Save `reference` the way OpenAI distributes CLIP: a traced TorchScript archive, fp16 weights."""
+def _as_released(reference, openai_model, dtype):
+    """A copy of `reference` as OpenAI releases CLIP: weights in `dtype`, shape constants as tensors."""
     import copy
 
     import torch
     model = copy.deepcopy(reference)
-    openai_model.convert_weights(model)
+    if dtype == "float16":
+        openai_model.convert_weights(model)
     model.input_resolution = torch.tensor(model.visual.input_resolution)
     model.context_length = torch.tensor(model.context_length)
     model.vocab_size = torch.tensor(model.vocab_size)
+    return model
+
+
+def write_openai_jit_archive(reference, openai_model, path, dtype="float16"):
+    """Save `reference` the way OpenAI distributes CLIP: a traced TorchScript archive (fp16 weights by default)."""
+    import torch
+    model = _as_released(reference, openai_model, dtype)
     size = model.visual.input_resolution
     traced = torch.jit.trace_module(
-        model, {"encode_image": torch.zeros(1, 3, size, size, dtype=torch.float16)}, check_trace=False)
+        model, {"encode_image": torch.zeros(1, 3, size, size, dtype=getattr(torch, dtype))}, check_trace=False)
     traced.save(str(path))
     return path
 
 
-@contextlib.contextmanager
-def fake_yacs():
-    """A stand-in `yacs.config.CfgNode` (a dict subclass, as yacs' is) that exists only inside the block,
-    so checkpoints pickled with it must later load without yacs installed."""
-    yacs = types.ModuleType("yacs")
-    yacs.config = types.ModuleType("yacs.config")
-    def init(self, *args, **kwargs):
-        dict.__init__(self, *args, **kwargs)
-        self.__dict__["__immutable__"] = False  # pickled as BUILD state, as yacs' own attributes are
+@functools.lru_cache(maxsize=None)
+def _scriptable_clip_module():
+    """OpenAI's `clip/model.py` (a private copy) made scriptable: its LayerNorm calls `super().forward`, which
+    TorchScript cannot compile, so it calls F.layer_norm in fp32 instead (the same arithmetic), and
+    `CLIP.forward` (which TorchScript cannot type) is left out. Module tree and parameters are OpenAI's."""
+    import torch
+    import torch.nn.functional as F
+    module = _load_by_path("openai_clip_model_scriptable", "model.py")
 
-    cfg_node = type("CfgNode", (dict,), {"__module__": "yacs.config", "__init__": init})
-    yacs.config.CfgNode = cfg_node
-    sys.modules.update({"yacs": yacs, "yacs.config": yacs.config})
-    try:
-        yield cfg_node
-    finally:
-        del sys.modules["yacs"], sys.modules["yacs.config"]
+    def layer_norm_forward(self, x: torch.Tensor):
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps).type(x.dtype)
+
+    module.LayerNorm.forward = layer_norm_forward
+    module.CLIP.forward = torch.jit.unused(module.CLIP.forward)
+    return module
+
+
+def write_openai_script_archive(reference, openai_model, path, dtype="float16"):
+    """Save `reference` as a `torch.jit.script` archive (specialised lists and type tags in its pickle)."""
+    import torch
+    scriptable = _scriptable_clip_module()
+    model = scriptable.CLIP(**{k: v for k, v in _fields(reference).items()}).eval()
+    model.load_state_dict(reference.state_dict())
+    model = _as_released(model, scriptable, dtype)
+    torch.jit.script(model).save(str(path))
+    return path
+
+
+def _fields(reference):
+    """The `CLIP(...)` arguments of an OpenAI CLIP module."""
+    visual = reference.visual
+    return dict(embed_dim=reference.text_projection.shape[1], image_resolution=visual.input_resolution,
+                vision_layers=len(visual.transformer.resblocks), vision_width=visual.conv1.weight.shape[0],
+                vision_patch_size=visual.conv1.weight.shape[-1], context_length=reference.context_length,
+                vocab_size=reference.vocab_size, transformer_width=reference.ln_final.weight.shape[0],
+                transformer_heads=reference.transformer.resblocks[0].attn.num_heads,
+                transformer_layers=len(reference.transformer.resblocks))
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+import official
 import vifi_jax
+from configs import common
 from conftest import perturbed_reference, relative_error, write_openai_jit_archive
-from test_vifi import reference_video_logits
+from vifi_jax import api, tokenizer
 
 NAMES = ["archery", "bowling", "ApplyEyeMakeup"]
 
@@ -23,7 +25,7 @@ def test_load_encode_and_score_like_the_official_model(archive):
     frames = np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)).astype(np.float32)
     texts = model.class_texts(NAMES)
     assert texts[0] == "a photo of a archery."
-    want = reference_video_logits(reference, frames, vifi_jax.tokenize(texts))
+    want = official.OfficialViFiCLIP(reference, NAMES, tokenizer.tokenize)(frames)
     assert relative_error(model.logits(frames, texts), want) <= 1e-5
     video, text = model.encode_video(frames), model.encode_text(texts)
     assert video.shape == (2, 32) and text.shape == (3, 32)
@@ -45,9 +47,27 @@ def test_save_and_save_pytorch_reload_to_the_same_model(archive):
         np.testing.assert_array_equal(np.asarray(again.logits(frames, again.class_texts(NAMES, "bare"))), want)
 
 
+@pytest.mark.parametrize("num_prompts", [3, 8])
+def test_new_text_prompts_start_as_the_official_prompt_learner_starts_them(archive, num_prompts):
+    """VLPromptLearner: with at most 4 text prompts, ctx = token embeddings of "a photo of a"[:n]; else N(0, .02)."""
+    reference, path, _ = archive
+    model_config = common.base_config().model
+    model_config.update(init=str(path), text_prompts=num_prompts, text_prompt_depth=2, vision_prompts=2,
+                        vision_prompt_depth=1)
+    ctx = np.asarray(api.from_config(model_config)[0].params["prompt_learner"]["ctx"])
+    with torch.no_grad():
+        words = reference.token_embedding(torch.from_numpy(tokenizer.tokenize(official.CTX_INIT)).long())[0]
+    if num_prompts <= 4:
+        np.testing.assert_array_equal(ctx, words[1:1 + num_prompts].numpy())
+    else:
+        assert ctx.shape == (8, 128) and 0.015 < ctx.std() < 0.025
+
+
 def test_bad_inputs_get_clear_errors(archive):
     _, path, tmp_path = archive
     model = vifi_jax.load(path)
+    with pytest.raises(ValueError, match="raw uint8 pixels"):
+        model.encode_video(np.zeros((1, 2, 32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match=r"\[B, T, H, W, 3\]"):
         model.encode_video(np.zeros((2, 32, 32, 3), np.float32))
     with pytest.raises(ValueError, match="takes 32x32"):

@@ -52,14 +52,20 @@ def test_full_size_vit_b16_matches_openai(openai_model):
     check_parity(reference, images, tokenizer.tokenize(TEXTS[:3]))
 
 
-def test_truncated_text_tower_gives_identical_features(openai_model):
+def test_truncated_text_tower_gives_the_same_features(openai_model):
+    """The same arithmetic on fewer columns: equal up to float reassociation, not bit for bit.
+
+    Fewer tokens change how XLA:CPU blocks its matmuls (the rows of every dense layer) and the key-axis
+    sums of the attention; both reorder fp32 additions. On the 2-core CI machine that moved features by up
+    to 3e-6 absolute; the bound is the parity bound used against OpenAI's code.
+    """
     model, params = flax_model_and_params(perturbed_reference(openai_model))
     ids = tokenizer.tokenize(TEXTS[:3])
     short = tokenizer.truncate(ids)
     assert short.shape[1] == 16 < ids.shape[1]
     full = model.apply({"params": params}, ids, method="encode_text")
     cut = model.apply({"params": params}, short, method="encode_text")
-    np.testing.assert_allclose(cut, full, rtol=1e-6, atol=1e-6)
+    assert relative_error(cut, full) <= 1e-5
 
 
 def test_truncate_picks_the_smallest_bucket_holding_every_eot():

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, fake_yacs, perturbed_reference, state_dict_numpy, write_openai_jit_archive
-from vifi_jax import convert, downloads
-from vifi_jax.models import vifi
+import official
+from conftest import TINY, perturbed_reference, state_dict_numpy, write_openai_jit_archive
+from vifi_jax import convert, downloads, tokenizer
 
-PROMPTS = dict(n_vision=4, depth_vision=3, n_text=5, depth_text=2)
+PROMPTS = (4, 3, 5, 2)  # vision tokens, vision depth, text tokens, text depth
+NAMES = ["archery", "brush_hair", "ApplyEyeMakeup"]
 
 
 def assert_states_equal(ours, theirs):
@@ -26,34 +27,16 @@ def torch_state(path):
     return {k: v.numpy() for k, v in torch.load(path, weights_only=True).items()}
 
 
-def official_vifi_state(reference, prompted=False, n_classes=3):
-    """The `model` dict of an official ViFi-CLIP checkpoint built from `reference`'s weights."""
-    state = state_dict_numpy(reference)
-    out = convert.openai_to_vifi(state)
-    width = state["ln_final.weight"].shape[0]
-    rng = np.random.default_rng(0)
-    out["module.prompt_learner.complete_text_embeddings"] = rng.normal(size=(n_classes, 77, width)).astype("f4")
-    if prompted:
-        v_width = state["visual.conv1.weight"].shape[0]
-        n_v, n_t = PROMPTS["n_vision"], PROMPTS["n_text"]
-        out["module.image_encoder.VPT"] = rng.normal(size=(n_v, v_width)).astype("f4")
-        for i in range(1, PROMPTS["depth_vision"]):
-            out[f"module.image_encoder.transformer.resblocks.{i}.VPT_shallow"] = rng.normal(size=(n_v, v_width)).astype("f4")
-        out["module.prompt_learner.ctx"] = rng.normal(size=(n_t, width)).astype("f4")
-        for i in range(1, PROMPTS["depth_text"]):
-            out[f"module.text_encoder.transformer.resblocks.{i}.VPT_shallow"] = rng.normal(size=(n_t, width)).astype("f4")
-        out["module.prompt_learner.token_prefix"] = rng.normal(size=(n_classes, 1, width)).astype("f4")
-        out["module.prompt_learner.token_suffix"] = rng.normal(size=(n_classes, 77 - 1 - n_t, width)).astype("f4")
-    return out
+def official_checkpoint(reference, path, prompted=False):
+    """(official model, its checkpoint saved as the official training loop saves it)."""
+    model = official.OfficialViFiCLIP(reference, NAMES, tokenizer.tokenize, PROMPTS if prompted else None)
+    return model, official.save_checkpoint(model, path)
 
 
-def save_official_vifi_checkpoint(state, path):
-    """torch.save it as the official training loop does, yacs config included (yacs faked, then removed)."""
-    with fake_yacs() as cfg_node:
-        torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()},
-                    "optimizer": {"state": {}, "param_groups": []}, "lr_scheduler": {}, "max_accuracy": 0.0,
-                    "epoch": 9, "config": cfg_node({"TRAIN": cfg_node({"LR": 8e-6})})}, path)
-    return path
+def weights_of(model):
+    """The official model's DDP state dict without its derived buffers, as numpy."""
+    state = official.DistributedDataParallelKeys(model).state_dict()
+    return {k: v.numpy() for k, v in state.items() if k[len("module."):] not in convert.VIFI_BUFFERS}
 
 
 def test_openai_state_dict_round_trip_is_bit_exact(openai_model, tmp_path):
@@ -94,8 +77,7 @@ def test_openai_jit_archive_converts_and_writes_back_loadable_by_build_model(ope
 def test_official_vifi_checkpoint_round_trip_is_bit_exact(openai_model, tmp_path, prompted):
     reference = perturbed_reference(openai_model)
     torch.save(reference.state_dict(), tmp_path / "clip.pth")
-    official = official_vifi_state(reference, prompted)
-    path = save_official_vifi_checkpoint(official, tmp_path / "vifi.pth")
+    model, path = official_checkpoint(reference, tmp_path / "vifi.pth", prompted)
     config, params = convert.read(path, clip_weights=tmp_path / "clip.pth")
     if prompted:
         assert (config["vision_prompts"], config["vision_prompt_depth"]) == (4, 3)
@@ -104,36 +86,27 @@ def test_official_vifi_checkpoint_round_trip_is_bit_exact(openai_model, tmp_path
                                   reference.token_embedding.weight.detach().numpy())
     convert.write_pytorch(params, tmp_path / "back.pth", layout="vifi")
     back = {k: v.numpy() for k, v in torch.load(tmp_path / "back.pth", weights_only=True)["model"].items()}
-    weights = {k: v for k, v in official.items() if k[len("module."):] not in convert.VIFI_BUFFERS}
-    assert_states_equal(back, weights)
+    assert_states_equal(back, weights_of(model))
 
 
-class OfficialViFiCLIPKeys(torch.nn.Module):
-    """The module tree of the official ViFiCLIP (names only), to check what our vifi layout loads into."""
-
-    def __init__(self, reference, n_classes=3):
-        super().__init__()
-        self.prompt_learner = torch.nn.Module()
-        self.prompt_learner.register_buffer("complete_text_embeddings", torch.zeros(n_classes, 77, 128))
-        self.image_encoder = reference.visual
-        self.text_encoder = torch.nn.Module()
-        self.text_encoder.transformer = reference.transformer
-        self.text_encoder.positional_embedding = reference.positional_embedding
-        self.text_encoder.ln_final = reference.ln_final
-        self.text_encoder.text_projection = reference.text_projection
-        self.logit_scale = reference.logit_scale
-
-
-def test_vifi_layout_loads_into_the_official_module_with_only_prompt_buffers_missing(openai_model, tmp_path):
+@pytest.mark.parametrize("prompted", [False, True])
+def test_vifi_layout_loads_into_the_official_module_with_only_derived_buffers_missing(openai_model, tmp_path,
+                                                                                       prompted):
     reference = perturbed_reference(openai_model)
     torch.save(reference.state_dict(), tmp_path / "clip.pth")
-    _, params = convert.read(tmp_path / "clip.pth")
-    convert.write_pytorch(params, tmp_path / "vifi.pth", layout="vifi")
-    state = torch.load(tmp_path / "vifi.pth", weights_only=True)["model"]
-    target = OfficialViFiCLIPKeys(perturbed_reference(openai_model, seed=5))
-    result = target.load_state_dict({k[len("module."):]: v for k, v in state.items()}, strict=False)
-    assert result.missing_keys == ["prompt_learner.complete_text_embeddings"] and not result.unexpected_keys
-    torch.testing.assert_close(target.image_encoder.proj, reference.visual.proj, rtol=0, atol=0)
+    source, path = official_checkpoint(reference, tmp_path / "vifi.pth", prompted)
+    _, params = convert.read(path, clip_weights=tmp_path / "clip.pth")
+    convert.write_pytorch(params, tmp_path / "ours.pth", layout="vifi")
+    state = torch.load(tmp_path / "ours.pth", weights_only=True)["model"]
+    fresh = perturbed_reference(openai_model, seed=5)  # other weights, OpenAI's token embedding (never trained)
+    fresh.token_embedding.load_state_dict(reference.token_embedding.state_dict())
+    target = official.OfficialViFiCLIP(fresh, NAMES, tokenizer.tokenize, PROMPTS if prompted else None, seed=9)
+    result = official.DistributedDataParallelKeys(target).load_state_dict(state, strict=False)
+    buffers = ["module.prompt_learner.token_prefix", "module.prompt_learner.token_suffix"] if prompted else \
+        ["module.prompt_learner.complete_text_embeddings"]
+    assert sorted(result.missing_keys) == buffers and not result.unexpected_keys
+    frames = np.random.default_rng(0).normal(size=(1, 2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(target(frames), source(frames))
 
 
 def test_safetensors_source(openai_model, tmp_path):
@@ -145,8 +118,8 @@ def test_safetensors_source(openai_model, tmp_path):
 
 
 def test_missing_token_embedding_asks_for_clip_weights(openai_model, tmp_path):
-    path = save_official_vifi_checkpoint(official_vifi_state(perturbed_reference(openai_model)), tmp_path / "v.pth")
-    with pytest.raises(convert.ConversionError, match="token_embedding.*--clip-weights"):
+    _, path = official_checkpoint(perturbed_reference(openai_model), tmp_path / "v.pth")
+    with pytest.raises(convert.ConversionError, match="token_embedding.*--clip-weights.*clip_weights="):
         convert.read(path)
 
 
@@ -176,15 +149,22 @@ def test_not_a_clip_checkpoint_and_resnet_are_refused(tmp_path):
         convert.read(tmp_path / "absent.pth")
 
 
-def test_cli_converts_both_ways_and_reports_errors(openai_model, tmp_path, capsys):
+def test_cli_converts_both_ways_and_reports_errors_in_one_line(openai_model, tmp_path, capsys):
     reference = perturbed_reference(openai_model)
     archive = write_openai_jit_archive(reference, openai_model, tmp_path / "clip.pt")
     assert convert.main([str(archive), str(tmp_path / "model")]) == 0
     assert convert.main([str(tmp_path / "model"), str(tmp_path / "out.pth"), "--layout", "openai"]) == 0
-    vifi_ckpt = save_official_vifi_checkpoint(official_vifi_state(reference), tmp_path / "v.pth")
+    written = capsys.readouterr().out.splitlines()
+    total = sum(v.numel() for k, v in reference.state_dict().items())
+    assert written == [f"wrote {tmp_path / 'model'}: {total:,} parameters",
+                       f"wrote {tmp_path / 'out.pth'}: {total:,} parameters"]
+    _, vifi_ckpt = official_checkpoint(reference, tmp_path / "v.pth")
     assert convert.main([str(vifi_ckpt), str(tmp_path / "v_dir"), "--clip-weights", str(archive)]) == 0
-    assert convert.main([str(vifi_ckpt), str(tmp_path / "v_dir2")]) == 1
-    assert "--clip-weights" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_code:
+        convert.main([str(vifi_ckpt), str(tmp_path / "v_dir2")])
+    err = capsys.readouterr().err
+    assert exit_code.value.code == 1 and err.startswith("error: ") and "--clip-weights" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     config, params = convert.read(tmp_path / "v_dir")
     assert config["transformer_width"] == 128 and "token_embedding" in params
 
@@ -192,7 +172,7 @@ def test_cli_converts_both_ways_and_reports_errors(openai_model, tmp_path, capsy
 def test_prompted_model_cannot_be_written_in_openai_layout(openai_model, tmp_path):
     reference = perturbed_reference(openai_model)
     torch.save(reference.state_dict(), tmp_path / "clip.pth")
-    path = save_official_vifi_checkpoint(official_vifi_state(reference, prompted=True), tmp_path / "p.pth")
+    _, path = official_checkpoint(reference, tmp_path / "p.pth", prompted=True)
     _, params = convert.read(path, clip_weights=tmp_path / "clip.pth")
     with pytest.raises(convert.ConversionError, match="layout vifi"):
         convert.write_pytorch(params, tmp_path / "x.pth", layout="openai")
@@ -230,11 +210,14 @@ def test_download_with_wrong_checksum_is_discarded(openai_model, tmp_path):
 
 
 def test_openai_name_loads_through_the_cache(openai_model, tmp_path, monkeypatch):
-    _, url = fake_release(openai_model, tmp_path)
+    served, url = fake_release(openai_model, tmp_path)
     monkeypatch.setitem(downloads.OPENAI_MODELS, "ViT-B/16", url)
     monkeypatch.setenv("VIFI_JAX_CACHE", str(tmp_path / "cache"))
-    config, _ = convert.read("openai:ViT-B/16")
-    assert config["vision_width"] == TINY["vision_width"]
+    config, params = convert.read("openai:ViT-B/16")
+    assert config == {**TINY, "vision_prompts": 0, "vision_prompt_depth": 0, "text_prompts": 0,
+                      "text_prompt_depth": 0}
     assert os.path.isfile(tmp_path / "cache" / "openai" / "ViT-B-16.pt")
-    model = vifi.ViFiCLIP(**config)
-    assert model.vision_patch_size == 8
+    served_state = torch.jit.load(str(served), map_location="cpu").state_dict()
+    ours = convert.flat_to_openai(convert.flatten(params))  # fp32: the archive's fp16 tensors widen exactly
+    assert_states_equal(ours, {k: v.float().numpy() for k, v in served_state.items()
+                               if k not in convert.OPENAI_BUFFERS})

@@ -2,14 +2,17 @@
 import collections
 import os
 import pickle
+import sys
 import zipfile
+from typing import Dict, List, Optional, Tuple
 
 import ml_dtypes
 import numpy as np
 import pytest
 import torch
 
-from conftest import fake_yacs, perturbed_reference, write_openai_jit_archive
+import official
+from conftest import perturbed_reference, write_openai_jit_archive, write_openai_script_archive
 from vifi_jax import torch_files
 
 
@@ -55,23 +58,119 @@ def test_reader_equals_torch_load(tmp_path, zip_format):
     assert_same(torch_files.load(path), torch.load(path, weights_only=True))
 
 
-def test_reader_equals_torch_jit_load_on_an_openai_style_archive(tmp_path, openai_model):
-    path = write_openai_jit_archive(perturbed_reference(openai_model), openai_model, tmp_path / "ViT-tiny.pt")
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("write", [write_openai_jit_archive, write_openai_script_archive], ids=["trace", "script"])
+def test_reader_equals_torch_jit_load_on_openai_style_archives(tmp_path, openai_model, write, dtype):
+    path = write(perturbed_reference(openai_model), openai_model, tmp_path / "ViT-tiny.pt", dtype)
     ours = torch_files.state_dict(torch_files.load(path))
     theirs = torch.jit.load(str(path), map_location="cpu").state_dict()
     assert set(ours) == set(theirs)
-    assert ours["visual.conv1.weight"].dtype == np.float16
+    assert ours["visual.conv1.weight"].dtype == np.dtype(dtype)
     for key, value in theirs.items():
         assert_same(ours[key], value, key)
 
 
-def test_yacs_config_loads_without_yacs(tmp_path):
-    with fake_yacs() as CfgNode:
-        config = CfgNode({"TRAIN": CfgNode({"LR": 8e-6, "EPOCHS": 10}), "DATA": CfgNode({"NUM_FRAMES": 32})})
-        torch.save({"model": {"module.logit_scale": torch.tensor(4.6)}, "config": config}, tmp_path / "v.pth")
-    loaded = torch_files.load(tmp_path / "v.pth")
-    assert loaded["config"]["TRAIN"]["LR"] == 8e-6 and loaded["config"]["DATA"]["NUM_FRAMES"] == 32
-    assert isinstance(loaded["config"], torch_files.ConfigNode)
+class ScriptAttributes(torch.nn.Module):
+    """Module state of every kind the TorchScript pickler writes as plain data."""
+    ints: List[int]
+    floats: List[float]
+    bools: List[bool]
+    tensors: List[torch.Tensor]
+    named: Dict[str, torch.Tensor]
+    counts: Dict[str, int]
+    pair: Tuple[int, str]
+    nothing: Optional[torch.Tensor]
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 2)
+        self.ints, self.floats, self.bools = [1, -2, 1 << 40], [1.5, -0.25], [True, False]
+        self.tensors, self.named = [torch.ones(2), torch.arange(3)], {"a": torch.zeros(1, 2)}
+        self.counts, self.pair, self.nothing = {"a": 1}, (7, "x"), None
+        self.number, self.device = 1 + 2j, torch.device("cpu")
+        self.register_buffer("steps", torch.arange(4))
+
+    def forward(self, x):
+        return self.linear(x) * self.ints[0] + self.floats[0]
+
+
+def test_every_plain_data_global_of_the_torchscript_pickler_is_read(tmp_path):
+    path = tmp_path / "attributes.pt"
+    torch.jit.script(ScriptAttributes()).save(str(path))
+    theirs = torch.jit.load(str(path))
+    ours = torch_files.load(path).attributes
+    for name in ("ints", "floats", "bools", "counts", "pair", "nothing", "number"):
+        assert ours[name] == getattr(theirs, name), name
+    assert ours["device"] == "cpu" and isinstance(ours["linear"], torch_files.ScriptObject)
+    assert_same(ours["tensors"], theirs.tensors)
+    assert_same(ours["named"], dict(theirs.named))
+    assert_same(torch_files.state_dict(torch_files.load(path)), dict(theirs.state_dict()))
+
+
+def plain(node):
+    """A yacs CfgNode (or our stand-in) as nested plain dicts."""
+    return {k: plain(v) if isinstance(v, dict) else v for k, v in node.items()}
+
+
+def test_official_yacs_config_loads_without_importing_yacs(tmp_path, monkeypatch):
+    config = official.yacs_config(prompting=True)
+    torch.save({"model": {"module.logit_scale": torch.tensor(4.6)}, "config": config}, tmp_path / "v.pth")
+    monkeypatch.setitem(sys.modules, "yacs", None)  # any import of yacs would now fail
+    monkeypatch.setitem(sys.modules, "yacs.config", None)
+    loaded = torch_files.load(tmp_path / "v.pth")["config"]
+    assert isinstance(loaded, torch_files.ConfigNode) and plain(loaded) == plain(config)
+    assert loaded["AUG"]["SCALES"] == (1, 0.875, 0.75, 0.66) and loaded["MODEL"]["PRETRAINED"] is None
+    assert loaded.__dict__["__deprecated_keys__"] == set()  # written as protocol 2's `__builtin__.set`
+
+
+def zip_checkpoint(path, data_pkl):
+    """A torch.save-style zip whose pickle is `data_pkl`, for pickles torch would not write itself."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/version", "3\n")
+    return path
+
+
+def global_pickle(module, name, protocol=2):
+    """A pickle that names one global (GLOBAL opcode) and stops; loading it must refuse at the name."""
+    return bytes([0x80, protocol]) + f"c{module}\n{name}\n".encode() + b"."
+
+
+def test_protocol_2_names_map_as_python_maps_them(tmp_path):
+    set_pickle = pickle.dumps({"s": {1, 2}}, protocol=2)
+    assert b"__builtin__" in set_pickle
+    assert torch_files.load(zip_checkpoint(tmp_path / "set.pth", set_pickle)) == {"s": {1, 2}}
+    for module, name, meant in (("__builtin__", "eval", "builtins.eval"),
+                                ("copy_reg", "_reconstructor", "copyreg._reconstructor")):
+        path = zip_checkpoint(tmp_path / f"{name}.pth", global_pickle(module, name))
+        with pytest.raises(torch_files.UnsafeCheckpointError, match=rf"{module}\.{name} \(Python 3: {meant}\)"):
+            torch_files.load(path)
+    newer = zip_checkpoint(tmp_path / "p4.pth", global_pickle("__builtin__", "set", protocol=4))
+    with pytest.raises(torch_files.UnsafeCheckpointError, match=r"call __builtin__\.set,"):
+        torch_files.load(newer)  # protocol >= 3 pickles mean names literally, as in Python
+
+
+@pytest.mark.parametrize("module,name", sorted(torch_files._UNSUPPORTED) + [("torch", "QInt8Storage")])
+def test_torch_globals_without_plain_data_are_refused_by_name(tmp_path, module, name):
+    path = zip_checkpoint(tmp_path / "x.pth", global_pickle(module, name))
+    with pytest.raises(torch_files.CheckpointReadError, match=rf"{path}: holds .*\({module}\.{name}\)"):
+        torch_files.load(path)
+
+
+def tensor_with_an_attribute():
+    tensor = torch.ones(2)
+    tensor.note = "x"  # torch.save writes such a tensor with torch._tensor._rebuild_from_type_v2
+    return tensor
+
+
+@pytest.mark.parametrize("make,rebuild", [
+    (lambda: torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.quint8), "_rebuild_qtensor"),
+    (lambda: torch.eye(3).to_sparse(), "_rebuild_sparse_tensor"),
+    (tensor_with_an_attribute, "_rebuild_from_type_v2")], ids=["quantized", "sparse", "attribute"])
+def test_real_quantized_sparse_and_decorated_tensors_are_refused_by_name(tmp_path, make, rebuild):
+    torch.save({"w": make()}, tmp_path / "x.pth")
+    with pytest.raises(torch_files.CheckpointReadError, match=rebuild):
+        torch_files.load(tmp_path / "x.pth")
 
 
 class _Hostile:

@@ -6,7 +6,7 @@ do not import the rest of the package first.
 import importlib
 
 _PUBLIC = {"Model": "vifi_jax.api", "init": "vifi_jax.api", "load": "vifi_jax.api",
-           "tokenize": "vifi_jax.tokenizer"}
+           "load_video": "vifi_jax.api", "tokenize": "vifi_jax.tokenizer"}
 __all__ = sorted(_PUBLIC)
 
 

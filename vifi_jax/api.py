@@ -1,14 +1,27 @@
-"""The public Python API: load a checkpoint, encode videos and texts, score, save.
+"""The public Python API: load a checkpoint, read a video, encode videos and texts, score, save.
 
     model = vifi_jax.load("openai:ViT-B/16")            # or a .pt/.pth/.safetensors/vifi_jax dir
+    frames = vifi_jax.load_video("clip.mp4")             # the official test view, [1, 32, 224, 224, 3]
     logits = model.logits(frames, model.class_texts(["archery", "bowling"]))
 """
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import sampling, transforms, video
 from vifi_jax import convert, model_dir, tokenizer
 from vifi_jax.models import clip, vifi
+
+
+def load_video(path, num_frames=32, size=224):
+    """A video file as the official single-view test input: float32 [1, num_frames, size, size, 3].
+
+    TSN sampling (the centre frame of each of `num_frames` equal segments), short side resized to
+    `size * 256 / 224`, centre crop `size`, then ImageNet statistics on 0-255 RGB values:
+    (x - (123.675, 116.28, 103.53)) / (58.395, 57.12, 57.375). This is what `Model.encode_video` expects.
+    """
+    frames = video.read_sampled_frames(path, lambda n: sampling.sample_frame_indices(n, num_frames, "test"))
+    return transforms.normalize(transforms.test_transform(frames, size, 1))
 
 
 class Model:
@@ -26,12 +39,20 @@ class Model:
     def logit_scale(self):
         return jnp.exp(self.params["logit_scale"])
 
-    def class_texts(self, names, mode="template"):
-        """Prompt texts for class names: "a photo of a {}." (template), "{}" (bare) or prompt mode."""
-        return vifi.class_texts(names, mode, self.config.get("text_prompts", 0))
+    @property
+    def text_prompts(self):
+        return self.config.get("text_prompts", 0) if self.config.get("text_prompt_depth", 0) else 0
+
+    def class_texts(self, names, mode=None):
+        """Texts for class names: "a photo of a {}." (template), "{}" (bare) or through the learned prompts
+        (prompt). The default is prompt for a model with text prompts, template otherwise."""
+        return vifi.class_texts(names, mode, self.text_prompts)
 
     def encode_video(self, frames, normalize=True):
-        """float32 frames [B, T, H, W, 3] (already normalised) -> video embeddings [B, D]."""
+        """float32 frames [B, T, H, W, 3], normalised as `load_video` does -> video embeddings [B, D]."""
+        if np.asarray(frames).dtype == np.uint8:
+            raise ValueError("frames are raw uint8 pixels; normalise them first (vifi_jax.load_video does: ImageNet "
+                             "mean/std on 0-255 RGB, see data_pipelines.transforms.normalize)")
         frames = jnp.asarray(frames, jnp.float32)
         if frames.ndim != 5 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be [B, T, H, W, 3], got shape {tuple(frames.shape)}")
@@ -44,8 +65,20 @@ class Model:
     def encode_text(self, texts, normalize=True):
         """Texts (strings, or token ids [N, L]) -> text embeddings [N, D]; runs only the needed length."""
         ids = np.asarray(texts) if not _is_text(texts) else tokenizer.tokenize(texts)
+        self._check_prompt_texts(ids)
         features = self._text(self.params, tokenizer.truncate(ids)).astype(jnp.float32)
         return clip.l2_normalize(features) if normalize else features
+
+    def _check_prompt_texts(self, ids):
+        """A model with text prompts overwrites tokens 1..n: its texts must hold the prompt prefix there."""
+        n = self.text_prompts
+        if not n:
+            return
+        prefix = tokenizer.tokenize(vifi.prompt_prefix(n))[0, 1:1 + n]
+        if ids.shape[1] < 1 + n or not (ids[:, 1:1 + n] == prefix).all():
+            raise ValueError(f"this model has {n} learned text prompts, which replace the words "
+                             f"{vifi.prompt_prefix(n)!r} at the start of every text; build texts with "
+                             "model.class_texts(names) (prompt mode)")
 
     def logits(self, frames, texts):
         """exp(logit_scale) * cos(video, text): [B, N]."""
@@ -113,7 +146,24 @@ def from_config(model_config, dtype=jnp.float32, seed=0):
     unexpected = set(flat_loaded) - set(flat_fresh)
     if unexpected:
         raise convert.ConversionError(f"{init_name} has parameters the configured model lacks: {sorted(unexpected)[:5]}")
-    return Model(config, convert.unflatten({**flat_fresh, **flat_loaded}), dtype), note
+    merged = convert.unflatten({**flat_fresh, **flat_loaded})
+    if CTX_PATH not in flat_loaded:
+        merged = with_initial_text_context(merged, config)
+    return Model(config, merged, dtype), note
+
+
+CTX_PATH = "prompt_learner/ctx"
+
+
+def with_initial_text_context(params, config):
+    """The official start of the text context: with at most 4 prompts, the token embeddings of the first
+    words of "a photo of a" (`VLPromptLearner` with CTX_INIT); with more, the N(0, 0.02) draw as it is."""
+    n = config.get("text_prompts", 0)
+    if not config.get("text_prompt_depth", 0) or n > vifi.MAX_CTX_INIT_PROMPTS:
+        return params
+    ids = tokenizer.tokenize(vifi.CTX_INIT)[0, 1:1 + n]
+    table = params["token_embedding"]["embedding"]
+    return {**params, "prompt_learner": {"ctx": jnp.asarray(table)[ids]}}
 
 
 def init_params(config, seed=0):
@@ -121,4 +171,4 @@ def init_params(config, seed=0):
     res = config["image_resolution"]
     frames = jnp.zeros((1, 1, res, res, 3), jnp.float32)
     ids = jnp.zeros((1, config["context_length"]), jnp.int32)  # room for any number of text prompts
-    return jax.jit(module.init)(jax.random.PRNGKey(seed), frames, ids)["params"]
+    return with_initial_text_context(jax.jit(module.init)(jax.random.PRNGKey(seed), frames, ids)["params"], config)

@@ -1,6 +1,6 @@
 """PyTorch CLIP / ViFi-CLIP checkpoints <-> vifi_jax parameters, by one declarative key table.
 
-    python -m vifi_jax.convert SRC DST [--clip-weights W] [--layout openai|vifi] [--dtype float32|float16]
+    python -m vifi_jax.convert SRC DST [--clip-weights W] [--layout openai|vifi] [--dtype float32|float16] [--verbose]
 
 SRC: OpenAI CLIP `.pt` (TorchScript) or state dict, official ViFi-CLIP `.pth`
 (regular or prompting), `.safetensors`, a vifi_jax directory or `openai:ViT-B/16`.
@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from vifi_jax import downloads, model_dir, torch_files
+from vifi_jax import cli, downloads, model_dir, torch_files
 
 # Tensor layout changes between torch and Flax; each is its own inverse's partner.
 KEEP, LINEAR, CONV = "keep", "linear", "conv"
@@ -280,9 +280,10 @@ def read(source, clip_weights=None):
     if "token_embedding.weight" not in state:
         if clip_weights is None:
             raise ConversionError(
-                f"{source} has no token_embedding.weight (ViFi-CLIP checkpoints never store it); pass "
-                "--clip-weights / clip_weights= with the OpenAI CLIP weights it was fine-tuned from, "
-                "e.g. openai:ViT-B/16")
+                f"{source} has no token_embedding.weight (ViFi-CLIP checkpoints, and .pth files vifi_jax writes in "
+                "the vifi layout, never store it); pass --clip-weights (convert), --clip_weights (predict) or "
+                "clip_weights= (vifi_jax.load) with the OpenAI CLIP weights it was fine-tuned from, e.g. "
+                "openai:ViT-B/16")
         _, clip_params = read(clip_weights)
         state["token_embedding.weight"] = np.asarray(clip_params["token_embedding"]["embedding"])
     config = infer_config(state)
@@ -292,7 +293,11 @@ def read(source, clip_weights=None):
 
 
 def write_pytorch(params, path, layout="vifi", dtype=np.float32):
-    """Write params as a `.pth`: `openai` (for `clip.model.build_model`) or `vifi` ({"model": {"module.…"}})."""
+    """Write params as a `.pth`: `openai` (for `clip.model.build_model`) or `vifi` ({"model": {"module.…"}}).
+
+    Returns the number of parameters written. The `vifi` layout, like the official checkpoints, leaves out
+    the token embedding: reading it back needs the OpenAI weights it came from (`clip_weights`).
+    """
     if layout not in LAYOUTS:
         raise ConversionError(f"unknown layout {layout!r}; use one of {LAYOUTS}")
     state = flat_to_openai(flatten(params), dtype)
@@ -300,9 +305,23 @@ def write_pytorch(params, path, layout="vifi", dtype=np.float32):
         prompts = [k for k in state if "VPT" in k or k.startswith("prompt_learner")]
         if prompts:
             raise ConversionError("OpenAI's CLIP has no deep prompts; write prompted models with --layout vifi")
-        torch_files.save(state, path)
     else:
-        torch_files.save({"model": openai_to_vifi(state)}, path)
+        state = openai_to_vifi(state)
+    torch_files.save(state if layout == "openai" else {"model": state}, path)
+    return sum(np.size(v) for v in state.values())
+
+
+def convert(src, dst, clip_weights=None, layout="vifi", dtype="float32"):
+    """Read `src`, write `dst` (a `.pth`/`.pt` file in `layout`, else a vifi_jax directory); returns a report."""
+    config, params = read(src, clip_weights)
+    if str(dst).endswith((".pth", ".pt")):
+        written = write_pytorch(params, dst, layout, np.dtype(dtype))
+        note = (" in the ViFi-CLIP layout, without the token embedding (as official checkpoints): read it back "
+                "with --clip-weights / clip_weights= naming the OpenAI weights") if layout == "vifi" else ""
+    else:
+        model_dir.save(dst, config, params)
+        written, note = sum(np.size(v) for v in flatten(params).values()), ""
+    return f"wrote {dst}: {written:,} parameters{note}"
 
 
 def main(argv=None):
@@ -313,18 +332,12 @@ def main(argv=None):
     parser.add_argument("--layout", choices=LAYOUTS, default="vifi", help="layout of a .pth/.pt destination")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                         help="dtype of a .pth/.pt destination")
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     args = parser.parse_args(argv)
     try:
-        config, params = read(args.src, args.clip_weights)
-        if args.dst.endswith((".pth", ".pt")):
-            write_pytorch(params, args.dst, args.layout, np.dtype(args.dtype))
-        else:
-            model_dir.save(args.dst, config, params)
-    except (ConversionError, torch_files.CheckpointReadError, torch_files.UnsafeCheckpointError,
-            FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.dst} ({sum(np.size(v) for v in flatten(params).values()):,} parameters)")
+        print(convert(args.src, args.dst, args.clip_weights, args.layout, args.dtype))
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line (see vifi_jax.cli)
+        cli.fail(error, args.verbose)
     return 0
 
 

@@ -1,22 +1,23 @@
 """Classify videos with your own labels:
 
     python -m vifi_jax.predict --weights=W (--labels="archery,bowling,..." | --labels_file=labels.csv)
-        [--top_k=5] [--json] [--num_frames=32] [--text_mode=template] VIDEO...
+        [--top_k=5] [--json] [--num_frames=32] [--text_mode=template|bare|prompt] [--verbose] VIDEO...
 
 W is anything `vifi_jax.load` accepts (a ViFi-CLIP .pth with --clip_weights, OpenAI .pt, a vifi_jax
-directory, openai:ViT-B/16). Each video goes through the official test pipeline (TSN centre frames,
-short side 256, centre crop, ImageNet statistics); class texts are "a photo of a {label}.". A missing
-or undecodable video gets a per-file error; the others are still classified. Exit status 1 if any failed.
+directory, openai:ViT-B/16). Each video goes through the official test pipeline (`vifi_jax.load_video`:
+TSN centre frames, short side 256, centre crop, ImageNet statistics). Class texts are "a photo of a
+{label}.", or the model's learned prompts for a prompting (bridge-and-prompt) model. A missing or
+undecodable video gets a per-file error; the others are still classified. Exit status 1 if any failed.
 """
 import json
 import sys
 
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from data_pipelines import datasets, sampling, transforms, video
-from vifi_jax import api
+from data_pipelines import datasets, video
+from vifi_jax import api, cli
 
 FLAGS = flags.FLAGS
 
@@ -29,7 +30,9 @@ def define_flags():
     flags.DEFINE_string("labels_file", None, "Label CSV with an 'id,name' header (the official labels/*.csv format).")
     flags.DEFINE_integer("top_k", 5, "How many labels to show per video.")
     flags.DEFINE_integer("num_frames", 32, "Frames sampled per video (TSN segment centres).")
-    flags.DEFINE_enum("text_mode", "template", ["template", "bare"], "Class text: 'a photo of a {}.' or the bare name.")
+    flags.DEFINE_enum("text_mode", None, ["template", "bare", "prompt"],
+                      "Class text: 'a photo of a {}.' (template), the bare name, or through the model's learned "
+                      "prompts (prompt). Default: prompt for a model with text prompts, template otherwise.")
     flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
 
 
@@ -42,20 +45,14 @@ def read_label_names(labels, labels_file):
     return names
 
 
-def video_input(path, num_frames, size):
-    """The official single-view test input [1, T, size, size, 3], float32, normalised."""
-    frames = video.read_sampled_frames(path, lambda n: sampling.sample_frame_indices(n, num_frames, "test"))
-    return transforms.normalize(transforms.test_transform(frames, size, 1))
-
-
-def predict(model, paths, names, top_k=5, num_frames=32, text_mode="template"):
+def predict(model, paths, names, top_k=5, num_frames=32, text_mode=None):
     """[{video, labels: [{label, probability}]} or {video, error}] in the order given."""
     text = model.encode_text(model.class_texts(names, text_mode))
     size = model.config["image_resolution"]
     out = []
     for path in paths:
         try:
-            frames = video_input(path, num_frames, size)
+            frames = api.load_video(path, num_frames, size)
         except (video.VideoError, ValueError) as error:
             out.append({"video": path, "error": str(error)})
             continue
@@ -80,7 +77,6 @@ def format_table(results):
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)  # keep library INFO logs out of the table
     paths = argv[1:]
     if not paths:
         raise app.UsageError("give one or more video files")
@@ -94,4 +90,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run_absl(main)

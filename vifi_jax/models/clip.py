@@ -39,7 +39,7 @@ def _layer_norm(x, scale, bias, epsilon):
 
 
 def _layer_norm_forward(x, scale, bias, epsilon):
-    """Flax's two-pass LayerNorm arithmetic, in the same order (so results are the same bits)."""
+    """Flax's two-pass LayerNorm arithmetic, in the same order (equal to nn.LayerNorm up to XLA's fusion)."""
     centred = x - jnp.mean(x, -1, keepdims=True)
     rstd = jax.lax.rsqrt(jnp.mean(centred * centred, -1, keepdims=True) + epsilon)
     return centred * (rstd * scale) + bias, (centred, rstd, scale)

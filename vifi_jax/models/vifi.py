@@ -13,20 +13,39 @@ from vifi_jax.models import clip
 TEMPLATE = "a photo of a {}."   # every fine-tuned model, train and test
 BARE = "{}"                    # vanilla-CLIP zero-shot (TRAINER.ViFi_CLIP.ZS_EVAL)
 TEXT_MODES = ("template", "bare", "prompt")
+# The official TRAINER.ViFi_CLIP.CTX_INIT (no config changes it). With at most this many text prompts
+# the prompt text starts with it and the prompts start as its token embeddings; with more, "X X … X".
+CTX_INIT = "a photo of a"
+MAX_CTX_INIT_PROMPTS = 4
 
 
-def class_texts(names, mode="template", num_prompts=0):
-    """The prompt text per class name, as the official code builds it for `mode`."""
+def default_text_mode(num_prompts):
+    """A model with learned text prompts reads class names through them; any other uses the template."""
+    return "prompt" if num_prompts > 0 else "template"
+
+
+def prompt_prefix(num_prompts):
+    """The words the learned text context stands in for (official `prompt_prefix`)."""
+    return CTX_INIT if num_prompts <= MAX_CTX_INIT_PROMPTS else " ".join(["X"] * num_prompts)
+
+
+def class_texts(names, mode=None, num_prompts=0):
+    """The text per class name, as the official code builds it for `mode` (None: the model's default)."""
+    mode = mode or default_text_mode(num_prompts)
+    if mode not in TEXT_MODES:
+        raise ValueError(f"unknown text mode {mode!r}; use one of {TEXT_MODES}")
+    if mode == "prompt" and num_prompts <= 0:
+        raise ValueError("text mode 'prompt' needs a model with learned text prompts (text_prompts > 0); this "
+                         "model has none: use 'template' (fine-tuned models) or 'bare' (vanilla CLIP)")
+    if mode != "prompt" and num_prompts > 0:
+        raise ValueError(f"text mode {mode!r} cannot work with this model: its {num_prompts} learned text prompts "
+                         f"replace tokens 1-{num_prompts} of every class text, so the texts must be built in "
+                         "'prompt' mode (the default for such models)")
     if mode == "template":
         return [TEMPLATE.format(name) for name in names]
     if mode == "bare":
         return [BARE.format(name) for name in names]
-    if mode == "prompt":
-        if num_prompts <= 0:
-            raise ValueError("text mode 'prompt' needs a model with text prompts (text_prompts > 0)")
-        prefix = " ".join(["X"] * num_prompts)
-        return [f"{prefix} {name.replace('_', ' ')}." for name in names]
-    raise ValueError(f"unknown text mode {mode!r}; use one of {TEXT_MODES}")
+    return [f"{prompt_prefix(num_prompts)} {name.replace('_', ' ')}." for name in names]
 
 
 class ViFiCLIP(clip.CLIP):
