@@ -2,6 +2,7 @@
 
     --config=configs/base2novel.py:dataset=hmdb,split=1         fine-tuning (from OpenAI CLIP), 11 epochs
     --config=configs/base2novel.py:dataset=ucf,split=2,prompting   bridge-and-prompt from a K400 checkpoint
+    --config=configs/base2novel.py:dataset=hmdb,use=image          CLIP image-FT (use=text: text-FT)
     datasets: k400, hmdb, ucf, ssv2; splits 1-3; append ,smoke for seconds on a CPU
 
 Each run reports base and novel top-1 and their harmonic mean; the paper's numbers average base and
@@ -19,7 +20,7 @@ DATASETS = {  # split dir, label prefix, base classes, novel classes
 
 
 def get_config(arg=None):
-    arg = common.parse_arg(arg, dataset="hmdb", split=1, prompting=False, smoke=False)
+    arg = common.parse_arg(arg, dataset="hmdb", split=1, prompting=False, use="both", smoke=False)
     if arg.dataset not in DATASETS or arg.split not in (1, 2, 3):
         raise ValueError(f"dataset must be one of {sorted(DATASETS)} and split 1-3, got {arg.dataset}, {arg.split}")
     splits, labels, base_classes, _ = DATASETS[arg.dataset]
@@ -39,6 +40,9 @@ def get_config(arg=None):
         "novel": common.eval_set(f"datasets_splits/base2novel_splits/{splits}/novel_val.txt",
                                  f"labels/{labels}_novel_labels.csv"),
     }
+    if arg.prompting and arg.use != "both":
+        raise ValueError("use= picks what fine-tuning trains; prompting trains only the prompts")
+    c.train.use = arg.use
     if arg.prompting:
         common.prompting(c, num_prompts=16, depth=9, lr=4e-2)
     if arg.smoke:

@@ -37,7 +37,8 @@ def base_config():
     c = ml_collections.ConfigDict()
     c.mode = "train"  # train | eval | zeroshot
     c.seed = 1024
-    c.text_mode = "template"  # template: "a photo of a {}." | bare: "{}" (vanilla CLIP) | prompt (prompting)
+    c.text_mode = "auto"  # auto: prompt for models with text prompts, else template | template: "a photo of a {}."
+    #                       | bare: "{}" (vanilla CLIP zero-shot) | prompt: through the learned text prompts
     c.model = ml_collections.ConfigDict(dict(
         init="openai:ViT-B/16",  # anything vifi_jax.load accepts, or random:<variant>
         clip_weights="",  # OpenAI weights for official ViFi-CLIP .pth files (their token embedding)
@@ -61,10 +62,13 @@ def base_config():
         epochs=30, warmup_epochs=5, lr=8e-6, min_lr_ratio=0.01, continuous_schedule=False,
         weight_decay=1e-3, b1=0.9, b2=0.98, eps=1e-8,
         batch_size=32, accumulation_steps=1,
+        reference_world_size=8,  # GPUs of the official run: iterations per epoch are counted as its loader did
         label_smoothing=0.1, mixup=True, mixup_alpha=0.8, cutmix_alpha=1.0, mixup_switch_prob=0.5,
         max_steps=-1))  # stop early after this many updates (-1: the full schedule)
     c.eval = ml_collections.ConfigDict(dict(
-        every_epochs=1, batch_size=16, num_clips=1, num_crops=1,
+        every_epochs=1,  # SAVE_FREQ: after epochs 1, 1 + every, 1 + 2 every, ... and the last (as officially)
+        best_set="",  # the set whose top-1 picks best/ ("": the first)
+        batch_size=16, num_clips=1, num_crops=1,
         final_num_clips=1, final_num_crops=1,  # views of the evaluation after training
         sets=ml_collections.ConfigDict()))
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3, async_save=True))
@@ -78,7 +82,7 @@ def prompting(c, num_prompts, depth, lr):
     c.model.init = ""  # must be set: the K400 ViFi-CLIP checkpoint
     c.model.vision_prompts = c.model.text_prompts = num_prompts
     c.model.vision_prompt_depth = c.model.text_prompt_depth = depth
-    c.train.use, c.train.lr, c.text_mode = "prompts", lr, "prompt"
+    c.train.use, c.train.lr = "prompts", lr
     return c
 
 
@@ -93,6 +97,7 @@ def smoke(c, num_sets=None):
                                                  width=48))
     c.train.epochs, c.train.warmup_epochs = 2, 1
     c.train.batch_size = 4
+    c.train.reference_world_size = 1
     c.train.accumulation_steps = min(c.train.accumulation_steps, 2)
     c.eval.batch_size = 4
     c.eval.final_num_clips, c.eval.final_num_crops = min(c.eval.final_num_clips, 2), c.eval.final_num_crops

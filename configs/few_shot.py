@@ -2,6 +2,7 @@
 
     --config=configs/few_shot.py:dataset=hmdb51,shots=2              fine-tuning from OpenAI CLIP, 50 epochs
     --config=configs/few_shot.py:dataset=ssv2,shots=16,prompting     bridge-and-prompt (10/10 tokens, depth 12)
+    --config=configs/few_shot.py:dataset=ucf101,shots=4,use=image    CLIP image-FT (use=text: text-FT)
     append ,smoke for seconds on a CPU
 """
 from configs import common
@@ -14,7 +15,7 @@ DATASETS = {  # split dir, validation file, label csv, classes
 
 
 def get_config(arg=None):
-    arg = common.parse_arg(arg, dataset="hmdb51", shots=2, prompting=False, smoke=False)
+    arg = common.parse_arg(arg, dataset="hmdb51", shots=2, prompting=False, use="both", smoke=False)
     if arg.dataset not in DATASETS or arg.shots not in (2, 4, 8, 16):
         raise ValueError(f"dataset must be one of {sorted(DATASETS)} and shots 2/4/8/16, got {arg.dataset}, {arg.shots}")
     splits, val, labels, classes = DATASETS[arg.dataset]
@@ -27,6 +28,9 @@ def get_config(arg=None):
     c.train.accumulation_steps = 2  # 32 x 2 = 64
     c.eval.every_epochs = 10
     c.eval.sets = {"val": common.eval_set(f"datasets_splits/{splits}/{val}", f"labels/{labels}")}
+    if arg.prompting and arg.use != "both":
+        raise ValueError("use= picks what fine-tuning trains; prompting trains only the prompts")
+    c.train.use = arg.use
     if arg.prompting:
         common.prompting(c, num_prompts=10, depth=12, lr=8e-3)
     if arg.smoke:

@@ -15,6 +15,8 @@ import numpy as np
 
 from data_pipelines import video
 
+log = logging.getLogger(__name__)
+
 
 class DatasetError(ValueError):
     """A list file, label file or dataset that cannot be used as given; the message says how to fix it."""
@@ -81,7 +83,7 @@ def read_list_file(path, root="", num_classes=None, check_files=False):
     if check_files:
         missing = tuple(p for p in paths if not os.path.isfile(p) or os.path.getsize(p) == 0)
         if missing:
-            logging.warning("%d of %d videos in %s are missing or empty under root %r, e.g. %s", len(missing),
+            log.warning("%d of %d videos in %s are missing or empty under root %r, e.g. %s", len(missing),
                             len(paths), path, root, ", ".join(missing[:5]))
     return ListFile(tuple(paths), tuple(labels), missing)
 

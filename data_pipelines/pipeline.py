@@ -12,6 +12,7 @@ drawn from the element's RNG, and each batch carries the source indices and reas
 had to skip (`bad_index`, `bad_reason`), which `BadSamples` turns into a report and a stop condition.
 """
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -22,6 +23,8 @@ from absl import flags
 import numpy as np
 
 from data_pipelines import sampling, transforms, video
+
+log = logging.getLogger(__name__)
 
 # Why a sample was skipped; codes travel in batches, names go into reports.
 REASONS = ("missing", "empty", "unreadable", "no_frames", "truncated", "error")
@@ -109,24 +112,50 @@ def _process():
     return jax.process_index(), jax.process_count()
 
 
-def steps_per_epoch(dataset_size, batch_size, process_count=1):
-    """Training batches per epoch on each process (the remainder is dropped, as the official loader does)."""
-    steps = (dataset_size // process_count) // batch_size
-    if steps == 0:
-        raise ValueError(f"a per-process batch of {batch_size} on {process_count} process(es) is larger than the "
-                         f"{dataset_size} training videos; lower the batch size")
-    return steps
+def iterations_per_epoch(dataset_size, global_batch, reference_world_size=1):
+    """Global micro-batches per epoch, counted as the official loader counts them.
+
+    There, a `DistributedSampler` over W ranks pads the shuffled order (cyclically, from its start) to
+    ceil(N / W) videos per rank, and each rank's loader drops its last incomplete batch of B / W:
+    floor(ceil(N / W) / (B / W)) iterations. W = 8 GPUs in every official run; B is the global batch.
+    """
+    per_rank, remainder = divmod(global_batch, reference_world_size)
+    if remainder or per_rank == 0:
+        raise ValueError(f"the global batch {global_batch} must be a multiple of the reference world size "
+                         f"{reference_world_size} (train.reference_world_size: GPUs of the run being reproduced)")
+    iterations = -(-dataset_size // reference_world_size) // per_rank
+    if iterations == 0:
+        raise ValueError(f"a global batch of {global_batch} is larger than the {dataset_size} training videos; "
+                         "lower train.batch_size")
+    return iterations
 
 
-def train_dataset(source, spec, batch_size, seed, num_epochs=None, process=None):
-    """Batched, sharded, per-epoch-shuffled training MapDataset; `batch_size` is per process."""
+class EpochOrder:
+    """Position in the run -> source index: every epoch a fresh seeded permutation, extended cyclically from
+    its start to the epoch's length (the `DistributedSampler` padding), so an epoch is whole global batches."""
+
+    def __init__(self, dataset_size, epoch_length, seed):
+        self.size, self.epoch_length = dataset_size, epoch_length
+        self.shuffled = grain.MapDataset.range(dataset_size).seed(seed).shuffle()  # index // size = epoch
+
+    def __call__(self, position, _):
+        epoch, offset = divmod(int(position), self.epoch_length)
+        return self.shuffled[epoch * self.size + offset % self.size]
+
+
+def train_dataset(source, spec, global_batch, seed, num_epochs=None, process=None, reference_world_size=1):
+    """Batched, per-epoch-shuffled training MapDataset of this process's share of every global batch.
+
+    An epoch is `iterations_per_epoch` global batches of `global_batch` videos; each of P processes reads
+    `global_batch / P` of every one, and together they read each global batch once.
+    """
     process_index, process_count = process or _process()
-    size = len(source)
-    steps_per_epoch(size, batch_size, process_count)
-    ds = grain.MapDataset.range(size).seed(seed).shuffle()
-    ds = ds[:size - size % process_count][process_index::process_count]
-    ds = ds.random_map(LoadClip(source, spec)).batch(batch_size, drop_remainder=True)
-    return ds.repeat(num_epochs)
+    if global_batch % process_count:
+        raise ValueError(f"the global batch {global_batch} must be a multiple of the {process_count} processes")
+    epoch_length = iterations_per_epoch(len(source), global_batch, reference_world_size) * global_batch
+    ds = grain.MapDataset.range(epoch_length).repeat(num_epochs).seed(seed)
+    ds = ds.map_with_index(EpochOrder(len(source), epoch_length, seed))[process_index::process_count]
+    return ds.random_map(LoadClip(source, spec)).batch(global_batch // process_count, drop_remainder=True)
 
 
 def eval_dataset(source, spec, batch_size, seed=0, process=None):
@@ -138,14 +167,32 @@ def eval_dataset(source, spec, batch_size, seed=0, process=None):
     return ds.random_map(LoadClip(source, spec)).batch(batch_size, drop_remainder=True)
 
 
+def _out_of_shared_memory(batch):
+    """Own copies of a batch that worker processes sent through shared memory, so that no array of ours
+    (nor, on CPU, a jax array made from one without a copy) keeps a shared segment alive."""
+    return {key: np.array(value) for key, value in batch.items()}
+
+
 def iterator(ds, num_workers=0, buffer_size=2):
-    """A checkpointable iterator (`get_state`/`set_state`, Grain's Orbax handler) over a MapDataset."""
+    """A checkpointable iterator (`get_state`/`set_state`, Grain's Orbax handler) over a MapDataset.
+
+    Release it with `close` when done."""
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0 if num_workers else 2, prefetch_buffer_size=buffer_size))
     if num_workers:
         if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; outside an absl app use defaults
             flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=buffer_size))
+        ds = ds.map(_out_of_shared_memory)
     return iter(ds)
+
+
+def close(batches):
+    """Stop an iterator's worker processes and free the shared memory its batches came in.
+
+    Grain's shared-memory arrays wait in reference cycles until the garbage collector runs; segments still
+    alive at exit are unlinked by Python's resource tracker with a "leaked shared_memory" warning."""
+    batches.close()
+    gc.collect()
 
 
 class TooManyBadSamples(RuntimeError):
@@ -165,7 +212,7 @@ class BadSamples:
             if index >= 0 and int(index) not in self.found:
                 self.found[int(index)] = REASONS[int(reason)]
                 new += 1
-                logging.warning("skipped unreadable video %s (%s)", self.source.name(int(index)), REASONS[int(reason)])
+                log.warning("skipped unreadable video %s (%s)", self.source.name(int(index)), REASONS[int(reason)])
         if new:
             self.check()
 

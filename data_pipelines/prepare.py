@@ -20,9 +20,11 @@ import time
 
 import cv2
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from data_pipelines import datasets, transforms
+from data_pipelines import cli, datasets, transforms
+
+log = logging.getLogger("data_pipelines.prepare")
 
 FLAGS = flags.FLAGS
 
@@ -93,13 +95,13 @@ def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", sho
         for done, (index, frames, error) in enumerate(results, start=1):
             if error is not None:
                 bad.append({"file": parsed.paths[index], "reason": error})
-                logging.warning("skipping %s: %s", parsed.paths[index], error)
+                log.warning("skipping %s: %s", parsed.paths[index], error)
             else:
                 yield index, {"video": [io.BytesIO(f) for f in frames], "label": parsed.labels[index],
                               "path": os.path.relpath(parsed.paths[index], root or ".")}
             if done % 100 == 0 or done == len(jobs):
                 elapsed = time.time() - start
-                logging.info("prepared %d/%d videos, %.1f videos/s, ETA %.0f s", done, len(jobs), done / elapsed,
+                log.info("prepared %d/%d videos, %.1f videos/s, ETA %.0f s", done, len(jobs), done / elapsed,
                              (len(jobs) - done) * elapsed / done)
 
     with multiprocessing.get_context("spawn").Pool(workers or os.cpu_count()) as pool:
@@ -115,6 +117,7 @@ def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", sho
 
 def main(argv):
     del argv
+    cli.configure_logging()
     for required in ("list_file", "labels", "name", "data_dir"):
         if not getattr(FLAGS, required):
             sys.exit(f"--{required} is required (see python -m data_pipelines.prepare --help)")
@@ -126,4 +129,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run_absl(main)

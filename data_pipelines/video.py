@@ -56,6 +56,24 @@ def open_capture(path):
     return capture
 
 
+def packet_count(path):
+    """The number of video packets in the container, found by demuxing without decoding.
+
+    This is `len(decord.VideoReader(path))` as decord 0.6.0 (the loader of the official code) computes it:
+    it indexes every packet of the video stream when it opens a file and reports their number. Container
+    headers can disagree (a truncated avi keeps its full count; Matroska/WebM store none, and OpenCV then
+    rounds duration × fps), so the header is not used.
+    """
+    capture = cv2.VideoCapture(os.fspath(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_FORMAT, -1])  # -1: raw packets
+    try:
+        count = 0
+        while capture.grab():
+            count += 1
+    finally:
+        capture.release()
+    return count
+
+
 def count_frames(path):
     """The number of frames that actually decode (container headers can over- or under-count)."""
     capture = open_capture(path)
@@ -81,15 +99,14 @@ def read_frames(path, indices, seek_threshold=SEEK_THRESHOLD):
 
 
 def read_sampled_frames(path, choose_indices, seek_threshold=SEEK_THRESHOLD):
-    """Frames at `choose_indices(num_frames)`, in one open of the file.
+    """Frames at `choose_indices(num_frames)`, `num_frames` counted as decord counts them (`packet_count`).
 
-    The frame count comes from the container header, which is free; if the header over-counts and a
-    chosen frame does not exist, the indices are chosen again from the number of frames that did
-    decode. A header without a count falls back to counting by decoding.
+    If a chosen frame does not decode (a packet that holds no picture, a corrupt tail), the indices are
+    chosen again from the number of frames that did decode, where decord would fail on the file.
     """
     capture = open_capture(path)
     try:
-        num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        num_frames = packet_count(path)
         if num_frames <= 0:
             num_frames = count_frames(path)
         try:

@@ -10,6 +10,7 @@ FULL += [(base2novel, f"dataset={d},split={s}{p}") for d in base2novel.DATASETS 
 FULL += [(few_shot, f"dataset={d},shots={k}{p}") for d in few_shot.DATASETS for k in (2, 4, 8, 16)
          for p in ("", ",prompting")]
 FULL += [(fully_supervised, a) for a in ("", "use=image", "use=text")]
+FULL += [(base2novel, "dataset=ucf,use=image"), (few_shot, "dataset=ssv2,shots=8,use=text")]
 
 SMOKE_TRAIN = [(zeroshot, "train,smoke"), (zeroshot, "train,use=image,smoke"), (zeroshot, "train,use=text,smoke"),
                (base2novel, "dataset=ssv2,split=2,smoke"), (base2novel, "dataset=hmdb,prompting,smoke"),
@@ -49,6 +50,11 @@ def test_settings_follow_the_reference_table():
     assert k600.eval.sets.split2.labels == "labels/ZS_split2_K600.csv"
     for c in (zs, fs, b2n, few):
         assert (c.train.weight_decay, c.train.b2, c.train.label_smoothing, c.train.mixup_alpha) == (1e-3, 0.98, 0.1, 0.8)
+    assert base2novel.get_config("dataset=k400,use=text").train.use == "text"
+    assert few_shot.get_config("dataset=hmdb51,use=image").train.use == "image"
+    with pytest.raises(ValueError, match="prompting trains only the prompts"):
+        few_shot.get_config("prompting,use=image")
+    assert zs.train.reference_world_size == 8 and zs.text_mode == "auto" and b2n.text_mode == "auto"
     with pytest.raises(ValueError, match="unknown config argument"):
         few_shot.get_config("dataset=ssv2,shot=8")
     with pytest.raises(ValueError, match="shots 2/4/8/16"):
@@ -70,4 +76,4 @@ def test_smoke_config_evaluates(module, arg, tmp_path):
     results = main.run_evaluation(module.get_config(arg), str(tmp_path))
     assert results["final"] and all(0 <= m["top1"] <= 100 for m in results["final"].values())
     if len(results["final"]) == 3:
-        assert set(results["summary"]) == {"top1_mean", "top1_std"}
+        assert set(results["summary"]) == {"top1_mean", "top1_std", "std"}

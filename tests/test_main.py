@@ -1,59 +1,79 @@
-"""The two commands a user starts with: the embedded default of main, and predict on their own videos."""
+"""The main job as a user starts it: the embedded default, shipped config names, safe workdirs, error lines."""
 import json
 import os
 import subprocess
 import sys
 
-import numpy as np
+import pytest
 
-from data_pipelines import synthetic
-from vifi_jax import api
-from tests.conftest import TINY
+from configs import zeroshot
+from vifi_jax import main, train, workdirs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The embedded default's code path on fewer frames and videos (2 x 8 classes x 2 frames instead of 4 x 8 x 8).
+SMALLER = ["--config.data.num_frames=2", "--config.data.demo.videos_per_class=2"]
 
 
-def run(*args, env=None):
-    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=900,
+def run(*args, env=None, cwd=REPO):
+    result = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=900,
                             env={**os.environ, **(env or {})})
     return result.returncode, result.stdout, result.stderr
 
 
-def test_embedded_default_runs_offline_and_says_its_weights_are_random(tmp_path):
-    code, out, err = run("vifi_jax.main", "--config=configs/zeroshot.py", f"--workdir={tmp_path}",
+def test_embedded_default_runs_offline_shows_progress_and_ends_cleanly(tmp_path):
+    code, out, err = run("vifi_jax.main", "--config=configs/zeroshot.py", f"--workdir={tmp_path}", *SMALLER,
                          env={"VIFI_JAX_OFFLINE": "1"})
     assert code == 0, err[-3000:]
     assert "WARNING: RANDOM WEIGHTS" in out and "demo: top1" in out
+    assert "eval demo:demo: 100%" in err and "16/16" in err  # the progress bar: videos done, rate, ETA
+    assert "leaked" not in err and "Traceback" not in err
+    assert "orbax" not in err.lower() and "absl.py" not in err  # libraries' INFO lines stay out
     with open(tmp_path / "results.json") as f:
         results = json.load(f)
     assert "RANDOM WEIGHTS" in results["note"] and "VIFI_JAX_OFFLINE" in results["note"]
     demo = results["final"]["demo"]
-    assert demo["evaluated"] == demo["videos"] == 32 and demo["views"] == 1
+    assert demo["evaluated"] == demo["videos"] == 16 and demo["views"] == 1
     assert json.load(open(tmp_path / "config.json"))["data"]["source"] == "demo"
 
 
-def test_predict_classifies_each_video_and_reports_bad_ones(tmp_path):
-    root = tmp_path / "clips"
-    synthetic.make_dataset(str(root), num_classes=3, videos_per_class=1, num_frames=10, height=40, width=48)
-    videos = sorted(str(p) for p in (root / "train").iterdir())
-    weights = tmp_path / "model"
-    api.init("ViT-B/16", seed=1, **TINY).save(str(weights))
-    names = synthetic.class_names(3)
-    code, out, err = run("vifi_jax.predict", f"--weights={weights}", f"--labels={','.join(names)}", "--top_k=2",
-                         "--num_frames=4", "--json", *videos, str(tmp_path / "missing.mp4"))
-    assert code == 1, err[-3000:]  # one video failed, the others were classified
-    results = json.loads(out)
-    assert [r["video"] for r in results] == videos + [str(tmp_path / "missing.mp4")]
-    for r in results[:3]:
-        probabilities = [x["probability"] for x in r["labels"]]
-        assert len(probabilities) == 2 and probabilities[0] >= probabilities[1] and sum(probabilities) <= 1 + 1e-6
-        assert {x["label"] for x in r["labels"]} <= set(names)
-    assert "does not exist" in results[3]["error"]
-    model = api.load(str(weights))
-    from vifi_jax import predict
-    direct = predict.predict(model, videos[:1], names, top_k=3, num_frames=4)
-    assert np.isclose(sum(x["probability"] for x in direct[0]["labels"]), 1.0, atol=1e-5)
-    assert direct[0]["labels"][0]["label"] == results[0]["labels"][0]["label"]
-    code, out, _ = run("vifi_jax.predict", f"--weights={weights}", f"--labels_file={root / 'labels.csv'}",
-                       "--num_frames=4", videos[0])
-    assert code == 0 and out.startswith(videos[0]) and "%" in out
+def test_configs_are_named_by_file_or_by_shipped_name(tmp_path):
+    assert main.config_path("configs/zeroshot.py:hmdb") == "configs/zeroshot.py:hmdb"
+    assert main.config_path("few_shot:dataset=hmdb51,shots=2") == \
+        os.path.join(main.CONFIGS_DIR, "few_shot.py") + ":dataset=hmdb51,shots=2"
+    assert main.shipped_configs() == ["base2novel", "few_shot", "fully_supervised", "zeroshot"]
+    code, _, err = run("vifi_jax.main", "--config=zero_shot", f"--workdir={tmp_path}")
+    assert code != 0 and "no shipped config 'zero_shot'" in err and "zeroshot" in err
+
+
+def test_a_workdir_never_resumes_a_different_run(tmp_path):
+    config = zeroshot.get_config("train,smoke")
+    config.train.max_steps = 2
+    train.train_and_evaluate(config, str(tmp_path))
+    assert workdirs.has_checkpoints(str(tmp_path))
+    workdirs.prepare_training(str(tmp_path), config)  # the same config resumes
+    changed = zeroshot.get_config("train,smoke")
+    changed.train.max_steps, changed.data.num_workers, changed.log_every = 9, 2, 7  # free to differ
+    workdirs.prepare_training(str(tmp_path), changed)
+    changed.train.lr, changed.model.init = 1e-3, "random:ViT-B/32"
+    with pytest.raises(workdirs.ChangedConfigError) as error:
+        workdirs.prepare_training(str(tmp_path), changed)
+    message = str(error.value)
+    assert "model.init: 'random:ViT-B/16' -> 'random:ViT-B/32'" in message and "train.lr: 8e-06 -> 0.001" in message
+    assert "--workdir" in message and "--resume_changed_config" in message and "max_steps" not in message
+    workdirs.prepare_training(str(tmp_path), changed, resume_changed=True)  # saves the changed config
+    code, _, err = run("vifi_jax.main", "--config=zeroshot:train,smoke", f"--workdir={tmp_path}",
+                       "--config.train.lr=0.5")
+    lines = err.strip().splitlines()
+    assert code == 1 and lines[-1].startswith("error: ") and "train.lr: 0.001 -> 0.5" in lines[-1], err[-2000:]
+    assert "Traceback" not in err
+
+
+def test_cli_failures_are_one_line_and_verbose_shows_the_traceback(tmp_path):
+    code, _, err = run("vifi_jax.main", "--config=zeroshot:smoke", f"--workdir={tmp_path}",
+                       "--config.model.init=/nowhere/model.pth")
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("error: checkpoint /nowhere/model.pth does not exist")
+    assert "Traceback" not in err
+    code, _, err = run("vifi_jax.main", "--config=zeroshot:smoke", f"--workdir={tmp_path}", "--verbose",
+                       "--config.model.init=/nowhere/model.pth")
+    assert code == 1 and "Traceback" in err

@@ -1,8 +1,15 @@
 """View aggregation, accuracies, harmonic mean and mean ± std on numbers worked out by hand."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from vifi_jax import evaluate, metrics, summarize
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_softmax_per_view_then_sum():
@@ -23,11 +30,43 @@ def test_top_k_and_mean_class_accuracy():
 
 
 def test_harmonic_mean_and_mean_std(tmp_path):
-    assert metrics.harmonic_mean(76.4, 61.1) == pytest.approx(2 * 76.4 * 61.1 / (76.4 + 61.1))
-    assert metrics.mean_std([50.0, 52.0, 54.0]) == (52.0, pytest.approx(np.sqrt(8 / 3)))
+    assert metrics.harmonic_mean(76.4, 61.1) == pytest.approx(67.89876, abs=1e-5)  # the paper's K400 67.9
+    assert metrics.mean_std([50.0, 52.0, 54.0]) == (52.0, pytest.approx(1.632993, abs=1e-6))  # population std
     found = {"base": {"top1": 80.0}, "novel": {"top1": 60.0}}
-    assert evaluate.summarize(found)["harmonic_mean"] == pytest.approx(2 * 80 * 60 / 140)
+    assert evaluate.summarize(found) == {"harmonic_mean": pytest.approx(68.571428, abs=1e-6)}  # no mean over b/n
+    splits = {f"split{i}": {"top1": v} for i, v in enumerate((50.0, 52.0, 54.0))}
+    assert evaluate.summarize(splits) == {"top1_mean": 52.0, "top1_std": pytest.approx(1.632993, abs=1e-6),
+                                          "std": metrics.STD_CONVENTION}
     runs = [{"base": {"top1": b}, "novel": {"top1": n}} for b, n in ((80, 60), (70, 50), (75, 55))]
     combined = summarize.base2novel(runs)
     assert combined["base"] == 75 and combined["novel"] == 55
-    assert combined["harmonic_mean"] == pytest.approx(2 * 75 * 55 / 130)
+    assert combined["harmonic_mean"] == pytest.approx(63.461538, abs=1e-6)
+
+
+def write_run(directory, final):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "results.json"), "w") as f:
+        json.dump({"final": final}, f)
+    return str(directory)
+
+
+def test_summarize_names_what_is_wrong_with_the_runs(tmp_path):
+    b2n = [write_run(tmp_path / f"s{i}", {"base": {"top1": 70.0 + i}, "novel": {"top1": 50.0}}) for i in range(3)]
+    zs = write_run(tmp_path / "zs", {"split1": {"top1": 40.0}})
+    with pytest.raises(summarize.SummaryError, match="the 3 splits of one dataset.*got 2 run"):
+        summarize.base2novel([summarize.load(r) for r in b2n[:2]], b2n[:2])
+    with pytest.raises(summarize.SummaryError, match=r"zs has evaluation sets \['split1'\].*not a base-to-novel"):
+        summarize.base2novel([summarize.load(r) for r in b2n[:2] + [zs]], b2n[:2] + [zs])
+    with pytest.raises(summarize.SummaryError, match="runs of different kinds cannot be averaged"):
+        summarize.mean_over_runs([summarize.load(r) for r in (b2n[0], zs)], [b2n[0], zs])
+    with pytest.raises(summarize.SummaryError, match="missing: no results.json in that directory"):
+        summarize.load(str(tmp_path / "missing"))
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(summarize.SummaryError, match="not a readable results file"):
+        summarize.load(str(tmp_path / "broken.json"))
+    result = subprocess.run([sys.executable, "-m", "vifi_jax.summarize", "base2novel", *b2n[:2]], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.startswith("error: base2novel combines the 3 splits")
+    assert "Traceback" not in result.stderr
+    assert json.loads(subprocess.run([sys.executable, "-m", "vifi_jax.summarize", "base2novel", *b2n], cwd=REPO,
+                                     capture_output=True, text=True, timeout=120).stdout)["base"] == 71.0

@@ -36,14 +36,33 @@ def test_batches_are_deterministic_for_a_seed(source):
 def test_each_epoch_is_a_new_permutation_sharded_disjointly(source):
     epochs = {}
     for process in range(2):
-        ds = pipeline.train_dataset(source, SPEC, 3, seed=0, num_epochs=2, process=(process, 2))
-        assert len(ds) == 4  # 12 videos / 2 processes / batch 3, for 2 epochs
+        ds = pipeline.train_dataset(source, SPEC, 6, seed=0, num_epochs=2, process=(process, 2))
+        assert len(ds) == 4  # 12 videos / global batch 6 = 2 batches of 3 per process, for 2 epochs
         batches = [b["index"] for b in ds]
         epochs[process] = [np.concatenate(batches[:2]), np.concatenate(batches[2:])]
     for epoch in range(2):
         together = np.concatenate([epochs[0][epoch], epochs[1][epoch]])
         assert sorted(together.tolist()) == list(range(12))
     assert epochs[0][0].tolist() != epochs[0][1].tolist()
+
+
+@pytest.mark.parametrize("size", [348, 347, 352, 353, 40, 31])
+def test_iterations_and_padding_match_the_official_distributed_loader(size):
+    """8 ranks of DistributedSampler + DataLoader(batch 4, drop_last): the iterations per epoch, and how many
+    videos an epoch reads twice (the sampler's cyclic padding), equal ours."""
+    import collections
+
+    import torch
+    loaders = [torch.utils.data.DataLoader(range(size), batch_size=4, drop_last=True, sampler=torch.utils.data.
+               DistributedSampler(range(size), num_replicas=8, rank=rank, shuffle=True, seed=3)) for rank in range(8)]
+    iterations = pipeline.iterations_per_epoch(size, 32, reference_world_size=8)
+    assert {len(loader) for loader in loaders} == {iterations}
+    official = collections.Counter(int(i) for loader in loaders for batch in loader for i in batch)
+    order = pipeline.EpochOrder(size, iterations * 32, seed=3)
+    ours = collections.Counter(order(position, None) for position in range(iterations * 32))
+    assert sorted(ours.values()) == sorted(official.values())
+    if size == 348:  # SSv2 2-shot: 11 iterations where N // 32 gives 10
+        assert iterations == 11 and size // 32 == 10
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

@@ -43,7 +43,24 @@ def test_tiny_clip_learns_the_synthetic_task_through_the_pipeline(tmp_path):
     after = results["final"]["val"]["top1"]
     assert len(results["history"]) == 160
     assert before <= 50 and after >= 90, (before, after)  # 4 classes: chance is 25%
-    assert os.path.isdir(tmp_path / "run" / "final") and os.listdir(tmp_path / "run" / "tensorboard")
+    assert sorted(results["evaluations"]) == ["step_160", "step_8"]  # after epoch 1 and the last (SAVE_FREQ 100)
+    assert results["final"] == results["evaluations"]["step_160"]  # the same views: the last epoch's evaluation
+    assert results["best"] == {"top1": after, "step": 160, "set": "val"}  # the last evaluation counts for best
+    assert os.path.isdir(tmp_path / "run" / "final") and os.path.isdir(tmp_path / "run" / "best")
+    assert os.listdir(tmp_path / "run" / "tensorboard")
+
+
+def official_evaluation_epochs(epochs, save_freq):
+    """main.py: `if epoch % config.SAVE_FREQ == 0 or epoch == (config.TRAIN.EPOCHS - 1): validate`."""
+    return [epoch + 1 for epoch in range(epochs) if epoch % save_freq == 0 or epoch == epochs - 1]
+
+
+@pytest.mark.parametrize("epochs,every,updates_per_epoch", [(50, 10, 3), (11, 10, 5), (30, 1, 2), (10, 4, 1)])
+def test_evaluations_follow_the_official_epochs(epochs, every, updates_per_epoch):
+    total = epochs * updates_per_epoch
+    ours = [done // updates_per_epoch for done in range(1, total + 1)
+            if train.evaluates_after(done, updates_per_epoch, total, every)]
+    assert ours == official_evaluation_epochs(epochs, every)
 
 
 LONG = ["--config.train.epochs=4", "--config.checkpoint.every_steps=2", "--config.checkpoint.async_save=false"]

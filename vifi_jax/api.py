@@ -41,7 +41,8 @@ class Model:
 
     @property
     def text_prompts(self):
-        return self.config.get("text_prompts", 0) if self.config.get("text_prompt_depth", 0) else 0
+        """How many text tokens the learned prompts overwrite (0: not a text-prompting model)."""
+        return self.module.learned_text_prompts
 
     def class_texts(self, names, mode=None):
         """Texts for class names: "a photo of a {}." (template), "{}" (bare) or through the learned prompts

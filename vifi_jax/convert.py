@@ -16,7 +16,8 @@ import sys
 
 import numpy as np
 
-from vifi_jax import cli, downloads, model_dir, torch_files
+from data_pipelines import cli
+from vifi_jax import downloads, model_dir, torch_files
 
 # Tensor layout changes between torch and Flax; each is its own inverse's partner.
 KEEP, LINEAR, CONV = "keep", "linear", "conv"

@@ -14,9 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from data_pipelines import pipeline, transforms
+from data_pipelines import cli, pipeline, transforms
 from vifi_jax import data, metrics, sharding, tokenizer
 from vifi_jax.models import clip, vifi
+
+log = logging.getLogger(__name__)
 
 
 def normalize_frames(frames_uint8, kind="imagenet"):
@@ -26,8 +28,11 @@ def normalize_frames(frames_uint8, kind="imagenet"):
 
 
 def class_token_ids(class_names, text_mode, text_prompts=0):
-    """Tokenised class texts, cut to the shortest exact length bucket (see tokenizer.truncate)."""
-    return tokenizer.truncate(tokenizer.tokenize(vifi.class_texts(class_names, text_mode, text_prompts)))
+    """Tokenised class texts, cut to the shortest exact length bucket (see tokenizer.truncate).
+
+    `text_mode` "auto" (or None) is the model's own: prompt with text prompts, template otherwise."""
+    mode = None if text_mode in (None, "auto") else text_mode
+    return tokenizer.truncate(tokenizer.tokenize(vifi.class_texts(class_names, mode, text_prompts)))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -53,10 +58,10 @@ def to_host(tree):
     return jax.device_get(tree)
 
 
-def evaluate(module, params, split, spec, batch_size, mesh, text_mode="template", num_workers=0, seed=0,
-             normalize_kind="imagenet", log_every=20):
-    """Metrics dict for one Split (see vifi_jax.data) with the views of `spec`."""
-    ids = class_token_ids(split.class_names, text_mode, module.text_prompts)
+def evaluate(module, params, split, spec, batch_size, mesh, text_mode="auto", num_workers=0, seed=0,
+             normalize_kind="imagenet"):
+    """Metrics dict for one Split (see vifi_jax.data) with the views of `spec`; shows a progress bar."""
+    ids = class_token_ids(split.class_names, text_mode, module.learned_text_prompts)
     text = text_features(module, params, jnp.asarray(ids))
     process = (jax.process_index(), jax.process_count())
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()  # whole batches on every device
@@ -64,17 +69,20 @@ def evaluate(module, params, split, spec, batch_size, mesh, text_mode="template"
     ds = pipeline.eval_dataset(split.source, spec, local_batch, seed, process)
     bad = pipeline.BadSamples(split.source, max_fraction=1.0)
     scores, labels, valid, start = [], [], [], time.time()
-    for i, batch in enumerate(pipeline.iterator(ds, num_workers)):
-        bad.update(batch)
-        placed = sharding.global_batch(mesh, {k: batch[k] for k in ("frames", "label", "valid")})
-        logits = to_host(view_logits(module, normalize_kind, params, placed["frames"], text))
-        scores.append(metrics.aggregate_views(logits))
-        labels.append(to_host(placed["label"]))
-        valid.append(to_host(placed["valid"]))
-        if log_every and (i + 1) % log_every == 0:
-            elapsed = time.time() - start
-            logging.info("eval %s: batch %d/%d, %.1f videos/s, ETA %.0f s", split.description, i + 1, len(ds),
-                         (i + 1) * batch_size / elapsed, (len(ds) - i - 1) * elapsed / (i + 1))
+    batches = pipeline.iterator(ds, num_workers)
+    bar = cli.progress(len(split.source), f"eval {split.description}", "video", enabled=process[0] == 0)
+    try:
+        for batch in batches:
+            bad.update(batch)
+            placed = sharding.global_batch(mesh, {k: batch[k] for k in ("frames", "label", "valid")})
+            logits = to_host(view_logits(module, normalize_kind, params, placed["frames"], text))
+            scores.append(metrics.aggregate_views(logits))
+            labels.append(to_host(placed["label"]))
+            valid.append(to_host(placed["valid"]))
+            bar.update(min(batch_size, len(split.source) - bar.n))
+    finally:
+        pipeline.close(batches)
+        bar.close()
     scores, labels, valid = np.concatenate(scores), np.concatenate(labels), np.concatenate(valid)
     result = metrics.accuracy(scores[valid], labels[valid], len(split.class_names))
     result.update(videos=len(split.source), evaluated=int(valid.sum()), views=spec.num_views,
@@ -89,21 +97,21 @@ def evaluate_sets(config, module, params, mesh, num_clips, num_crops):
     for name, split in data.eval_splits(config).items():
         out[name] = evaluate(module, params, split, spec, config.eval.batch_size, mesh, config.text_mode,
                              config.data.num_workers, config.seed, config.data.normalize)
-        logging.info("eval %s (%d views): top1 %.2f top5 %.2f mean-class %.2f on %d/%d videos", name,
-                     spec.num_views, out[name]["top1"], out[name]["top5"], out[name]["mean_class"],
-                     out[name]["evaluated"], out[name]["videos"])
+        log.info("eval %s (%d views): top1 %.2f top5 %.2f mean-class %.2f on %d/%d videos", name,
+                 spec.num_views, out[name]["top1"], out[name]["top5"], out[name]["mean_class"],
+                 out[name]["evaluated"], out[name]["videos"])
     return out
 
 
 def summarize(found):
-    """Base/novel harmonic mean when both sets exist; mean ± std of top-1 over several sets."""
-    summary = {}
+    """Base/novel sets: their harmonic mean. Several other sets (e.g. the three zero-shot splits): mean ± std
+    of top-1, with the std's convention named in the result."""
     if "base" in found and "novel" in found:
-        summary["harmonic_mean"] = metrics.harmonic_mean(found["base"]["top1"], found["novel"]["top1"])
+        return {"harmonic_mean": metrics.harmonic_mean(found["base"]["top1"], found["novel"]["top1"])}
     if len(found) > 1:
         mean, std = metrics.mean_std([m["top1"] for m in found.values()])
-        summary["top1_mean"], summary["top1_std"] = mean, std
-    return summary
+        return {"top1_mean": mean, "top1_std": std, "std": metrics.STD_CONVENTION}
+    return {}
 
 
 def write_json(path, obj):

@@ -5,9 +5,11 @@
 and the base/novel harmonic mean where they apply). The config is logged and saved as
 `<workdir>/config.json`; results go to `<workdir>/results.json`.
 """
+import importlib.util
 import json
 import logging
 import os
+import sys
 import time
 
 import jax
@@ -15,13 +17,55 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from vifi_jax import api, evaluate, sharding, train
+from data_pipelines import cli
+from vifi_jax import api, evaluate, sharding, train, workdirs
+
+log = logging.getLogger("vifi_jax.main")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config, e.g. configs/zeroshot.py or "
                                 "configs/few_shot.py:dataset=hmdb51,shots=2", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: workdirs/<config name>).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host TPU pods / GPU clusters).")
+flags.DEFINE_bool("resume_changed_config", False, "Resume the checkpoints in --workdir even though this run's "
+                  "config differs from theirs in fields that change results.")
+
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def shipped_configs():
+    return sorted(name[:-3] for name in os.listdir(CONFIGS_DIR)
+                  if name.endswith(".py") and name not in ("__init__.py", "common.py"))
+
+
+def config_path(argument):
+    """`zeroshot` or `few_shot:dataset=hmdb51,shots=2` -> the config file shipped with vifi_jax (argument kept);
+    a path (`configs/zeroshot.py:hmdb`) stays as it is."""
+    name, colon, arg = argument.partition(":")
+    if os.sep in name or "/" in name or name.endswith(".py"):
+        return argument
+    if name not in shipped_configs():
+        raise app.UsageError(f"--config={argument}: no shipped config {name!r}; give a file path or one of "
+                             f"{', '.join(shipped_configs())}")
+    path = os.path.join(CONFIGS_DIR, name + ".py")
+    found = importlib.util.find_spec("configs")
+    where = os.path.dirname(found.origin) if found and found.origin else None
+    if where and os.path.realpath(where) != os.path.realpath(CONFIGS_DIR):
+        raise app.UsageError(f"a package named 'configs' in {where} shadows vifi_jax's own configs "
+                             f"({CONFIGS_DIR}); run from another directory or pass a file path")
+    return path + colon + arg
+
+
+def resolve_config_flag(argv):
+    """argv with `--config=<name>` (or `--config <name>`) replaced by the shipped file's path."""
+    out = list(argv)
+    for i, item in enumerate(out):
+        if item.startswith("--config="):
+            out[i] = "--config=" + config_path(item[len("--config="):])
+        elif item == "--config" and i + 1 < len(out):
+            out[i + 1] = config_path(out[i + 1])
+    return out
 
 
 def default_workdir(config_argument):
@@ -30,17 +74,11 @@ def default_workdir(config_argument):
     return os.path.join("workdirs", name + (f"_{arg}" if arg else ""))
 
 
-def _quiet_libraries(record):
-    """Keep Orbax's, Grain's and JAX's INFO chatter out of the console; warnings still pass."""
-    return record.levelno >= logging.WARNING or not any(
-        part in record.pathname for part in ("/orbax/", "/grain/", "/jax/", "/absl/"))
-
-
 def run_evaluation(config, workdir):
     """Evaluate `model.init` on every eval set; returns (and writes) the results."""
     model, note = api.from_config(config.model, jnp.dtype(config.model.dtype), seed=config.seed)
     if note:
-        logging.warning(note)
+        log.warning(note)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     params = jax.device_put(model.params, sharding.tree_shardings(mesh, model.params))
     start = time.time()
@@ -62,18 +100,14 @@ def main(argv):
         jax.distributed.initialize()
     workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
     os.makedirs(workdir, exist_ok=True)
-    logging.getLogger().setLevel(logging.INFO)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_quiet_libraries)
-    logging.info("config:\n%s", config)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=1))
-    logging.info("workdir %s, %d process(es), %d device(s): %s", workdir, jax.process_count(), jax.device_count(),
+    cli.configure_logging()
+    log.info("config:\n%s", config)
+    log.info("workdir %s, %d process(es), %d device(s): %s", workdir, jax.process_count(), jax.device_count(),
                  jax.devices()[0].device_kind)
     if config.mode == "train":
-        results = train.train_and_evaluate(config, workdir)
+        results = train.train_and_evaluate(config, workdir, FLAGS.resume_changed_config)
     elif config.mode in ("eval", "zeroshot"):
+        workdirs.save_config(workdir, config)
         results = run_evaluation(config, workdir)
     else:
         raise app.UsageError(f"config.mode must be train, eval or zeroshot, got {config.mode!r}")
@@ -88,4 +122,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    try:
+        sys.argv = resolve_config_flag(sys.argv)
+    except app.UsageError as error:
+        sys.exit(f"error: {error}")
+    cli.run_absl(main)

@@ -25,7 +25,12 @@ def harmonic_mean(base, novel):
     return 2 * base * novel / (base + novel) if base + novel else 0.0
 
 
+STD_CONVENTION = "population (ddof=0): sqrt(mean((x - mean)^2))"
+
+
 def mean_std(values):
-    """Mean and population standard deviation (np.std), e.g. over the three zero-shot splits."""
+    """Mean and population standard deviation (np.std, ddof=0), e.g. over the three zero-shot splits.
+
+    The paper does not say which it reports; with 3 splits the sample std is sqrt(3/2) = 1.22x larger."""
     values = np.asarray(values, np.float64)
     return float(values.mean()), float(values.std())

@@ -10,14 +10,15 @@ TSN centre frames, short side 256, centre crop, ImageNet statistics). Class text
 undecodable video gets a per-file error; the others are still classified. Exit status 1 if any failed.
 """
 import json
+import logging
 import sys
 
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from data_pipelines import datasets, video
-from vifi_jax import api, cli
+from data_pipelines import cli, datasets, video
+from vifi_jax import api
 
 FLAGS = flags.FLAGS
 
@@ -77,6 +78,7 @@ def format_table(results):
 
 
 def main(argv):
+    cli.configure_logging(logging.WARNING)  # only the table (or JSON) on stdout; warnings on stderr
     paths = argv[1:]
     if not paths:
         raise app.UsageError("give one or more video files")

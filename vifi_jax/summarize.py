@@ -1,41 +1,80 @@
 """Combine the results.json of several runs, as the paper reports them.
 
-    python -m vifi_jax.summarize base2novel RUN_S1 RUN_S2 RUN_S3   base/novel averaged over splits, then HM
-    python -m vifi_jax.summarize mean RUN...                       mean ± std of every set's top-1
+    python -m vifi_jax.summarize base2novel RUN_S1 RUN_S2 RUN_S3   base/novel averaged over the 3 splits, then HM
+    python -m vifi_jax.summarize mean RUN...                       mean ± std of every set's top-1 over runs
+
+A RUN is a run's workdir or its results.json.
 """
 import json
 import os
 import sys
 
+from data_pipelines import cli
 from vifi_jax import metrics
+
+MODES = ("base2novel", "mean")
+BASE2NOVEL_SPLITS = 3
+
+
+class SummaryError(ValueError):
+    """The runs given cannot be combined as asked."""
 
 
 def load(run):
+    """The final metrics of one run: {set name: metrics}."""
     path = run if run.endswith(".json") else os.path.join(run, "results.json")
-    with open(path) as f:
-        return json.load(f)["final"]
+    if not os.path.isfile(path):
+        raise SummaryError(f"{run}: no {'file' if run.endswith('.json') else 'results.json in that directory'}; "
+                           "give a run's workdir (or its results.json) after it has finished")
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SummaryError(f"{path} is not a readable results file ({error})") from error
+    if not isinstance(results, dict) or not isinstance(results.get("final"), dict) or not results["final"]:
+        raise SummaryError(f"{path} holds no final evaluation (the run may have stopped early or been preempted)")
+    return results["final"]
 
 
-def base2novel(finals):
+def base2novel(finals, runs=None):
+    """Base and novel top-1 averaged over the splits, then their harmonic mean (the paper's protocol)."""
+    runs = runs or [f"run {i + 1}" for i in range(len(finals))]
+    if len(finals) != BASE2NOVEL_SPLITS:
+        raise SummaryError(f"base2novel combines the {BASE2NOVEL_SPLITS} splits of one dataset (runs of "
+                           f"configs/base2novel.py:split=1, 2 and 3); got {len(finals)} run(s)")
+    for run, final in zip(runs, finals):
+        if not {"base", "novel"} <= set(final):
+            raise SummaryError(f"{run} has evaluation sets {sorted(final)}, not 'base' and 'novel': it is not a "
+                               "base-to-novel run")
     base = sum(f["base"]["top1"] for f in finals) / len(finals)
     novel = sum(f["novel"]["top1"] for f in finals) / len(finals)
     return {"base": base, "novel": novel, "harmonic_mean": metrics.harmonic_mean(base, novel), "runs": len(finals)}
 
 
-def mean_over_runs(finals):
+def mean_over_runs(finals, runs=None):
+    """Mean ± std over runs of each set's top-1; every run must have the same sets."""
+    runs = runs or [f"run {i + 1}" for i in range(len(finals))]
+    if not finals:
+        raise SummaryError("give at least one run")
+    for run, final in zip(runs[1:], finals[1:]):
+        if set(final) != set(finals[0]):
+            raise SummaryError(f"{run} evaluated {sorted(final)} but {runs[0]} evaluated {sorted(finals[0])}: "
+                               "runs of different kinds cannot be averaged")
     out = {}
     for name in finals[0]:
         mean, std = metrics.mean_std([f[name]["top1"] for f in finals])
-        out[name] = {"top1_mean": mean, "top1_std": std, "runs": len(finals)}
+        out[name] = {"top1_mean": mean, "top1_std": std, "std": metrics.STD_CONVENTION, "runs": len(finals)}
     return out
 
 
 def main(argv):
-    if len(argv) < 3 or argv[1] not in ("base2novel", "mean"):
+    args = [a for a in argv[1:] if a != "--verbose"]
+    if len(args) < 2 or args[0] not in MODES:
         sys.exit(__doc__)
-    finals = [load(run) for run in argv[2:]]
-    print(json.dumps(base2novel(finals) if argv[1] == "base2novel" else mean_over_runs(finals), indent=1))
+    mode, runs = args[0], args[1:]
+    finals = [load(run) for run in runs]
+    print(json.dumps(base2novel(finals, runs) if mode == "base2novel" else mean_over_runs(finals, runs), indent=1))
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    cli.guarded(main, lambda: "--verbose" in sys.argv)(sys.argv)

@@ -18,9 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data_pipelines import pipeline
-from vifi_jax import api, checkpoint, convert, data, evaluate, mixup, model_dir, schedule, sharding
+from data_pipelines import cli, pipeline
+from vifi_jax import api, checkpoint, convert, data, evaluate, mixup, model_dir, schedule, sharding, workdirs
 from vifi_jax.models import clip
+
+log = logging.getLogger(__name__)
 
 USES = ("both", "image", "text", "prompts")
 TEXT_PREFIXES = ("transformer/", "positional_embedding", "ln_final/", "text_projection")
@@ -124,7 +126,7 @@ class _Preemption:
         self._previous = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint after this update, then exiting")
+        log.warning("SIGTERM received: saving a checkpoint after this update, then exiting")
         self.requested = True
 
     def restore(self):
@@ -138,9 +140,12 @@ def _summary_writer(workdir):
     return SummaryWriter(os.path.join(workdir, "tensorboard"))
 
 
-def train_and_evaluate(config, workdir):
-    """Run the configured training; returns the results dict that is also written to results.json."""
-    os.makedirs(workdir, exist_ok=True)
+def train_and_evaluate(config, workdir, resume_changed_config=False):
+    """Run the configured training; returns the results dict that is also written to results.json.
+
+    A workdir with checkpoints is resumed, unless its saved config differs in a field that changes results
+    (`workdirs.ChangedConfigError`; `resume_changed_config=True` resumes anyway)."""
+    workdirs.prepare_training(workdir, config, resume_changed_config)
     t = config.train
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     process = (jax.process_index(), jax.process_count())
@@ -153,12 +158,12 @@ def train_and_evaluate(config, workdir):
     dtype = jnp.dtype(config.model.dtype)
     model, note = api.from_config(config.model, dtype, seed=config.seed)
     if note:
-        logging.warning(note)
+        log.warning(note)
     module = model.module
     text_mode = config.text_mode
-    ids = jnp.asarray(evaluate.class_token_ids(train.class_names, text_mode, module.text_prompts))
+    ids = jnp.asarray(evaluate.class_token_ids(train.class_names, text_mode, module.learned_text_prompts))
 
-    iterations = pipeline.steps_per_epoch(len(train.source), local_batch, process[1])
+    iterations = pipeline.iterations_per_epoch(len(train.source), t.batch_size, t.reference_world_size)
     updates_per_epoch = iterations // t.accumulation_steps
     total_updates = t.epochs * updates_per_epoch
     if t.max_steps > 0:
@@ -171,14 +176,14 @@ def train_and_evaluate(config, workdir):
     state = jax.device_put(state, shardings)
     text = evaluate.text_features(module, model.params, ids) if text_is_frozen(t.use) else ids
     n_trainable = sum(x.size for x in jax.tree.leaves(trainable))
-    logging.info("training %s parameters (%s mode) on %d videos, %d classes; %d updates of %d x %d clips",
+    log.info("training %s parameters (%s mode) on %d videos, %d classes; %d updates of %d x %d clips",
                  f"{n_trainable:,}", t.use, len(train.source), num_classes, total_updates, t.accumulation_steps,
                  t.batch_size)
 
-    ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), local_batch, config.seed, t.epochs,
-                                process)
+    ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), t.batch_size, config.seed, t.epochs,
+                                process, t.reference_world_size)
     data_iter = pipeline.iterator(ds, config.data.num_workers)
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.every_steps,
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, workdirs.CHECKPOINTS), config.checkpoint.every_steps,
                                    config.checkpoint.keep, config.checkpoint.async_save)
     results_path = os.path.join(workdir, "results.json")
     results = {"config": config.to_dict(), "note": note, "history": [], "evaluations": {}}
@@ -186,12 +191,15 @@ def train_and_evaluate(config, workdir):
     if ckpt.latest_step() is not None:
         start_update = ckpt.latest_step()
         state = ckpt.restore(start_update, state, shardings, data_iter)
-        logging.info("resumed from checkpoint at update %d", start_update)
+        log.info("resumed from checkpoint at update %d", start_update)
         if os.path.exists(results_path):
             with open(results_path) as f:
                 previous = json.load(f)
             results["history"] = [h for h in previous.get("history", []) if h["step"] <= start_update]
-            results["evaluations"] = previous.get("evaluations", {})
+            results["evaluations"] = {k: v for k, v in previous.get("evaluations", {}).items()
+                                      if k.startswith("step_") and int(k[len("step_"):]) <= start_update}
+            if previous.get("best", {}).get("step", start_update + 1) <= start_update:
+                results["best"] = previous["best"]
 
     frames_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, sharding.BATCH_AXES))
     step_fn = jax.jit(make_train_step(module, optimizer, config, num_classes), donate_argnums=(0,),
@@ -202,7 +210,7 @@ def train_and_evaluate(config, workdir):
     leftover = iterations - updates_per_epoch * t.accumulation_steps
     clips_per_update = t.accumulation_steps * t.batch_size
     last_saved, window_loss, window_start, window_updates = start_update, [], time.time(), 0
-    best = results["evaluations"].get("best_top1", -1.0)
+    bar = cli.progress(total_updates, "train", "update", initial=start_update, enabled=process[0] == 0)
     try:
         for update in range(start_update, total_updates):
             if update and update % updates_per_epoch == 0:
@@ -224,6 +232,8 @@ def train_and_evaluate(config, workdir):
             window_updates += 1
             done = update + 1
             lr = float(lr_fn(update))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", epoch=update // updates_per_epoch + 1, refresh=False)
             results["history"].append({"step": done, "loss": loss, "lr": lr})
             if writer:
                 writer.add_scalar("train/loss", loss, done)
@@ -231,15 +241,14 @@ def train_and_evaluate(config, workdir):
             if done % config.log_every == 0 or done == total_updates:
                 elapsed = time.time() - window_start
                 speed = window_updates * clips_per_update / elapsed
-                logging.info("update %d/%d (epoch %d) loss %.4f lr %.3g %.1f clips/s ETA %.0f s", done,
-                             total_updates, update // updates_per_epoch + 1, np.mean(window_loss),
-                             lr, speed, (total_updates - done) * clips_per_update / speed)
+                log.info("update %d/%d (epoch %d) loss %.4f lr %.3g %.1f clips/s ETA %.0f s", done,
+                         total_updates, update // updates_per_epoch + 1, np.mean(window_loss),
+                         lr, speed, (total_updates - done) * clips_per_update / speed)
                 if writer:
                     writer.add_scalar("train/clips_per_second", speed, done)
                 window_loss, window_start, window_updates = [], time.time(), 0
-            epoch_end = done % updates_per_epoch == 0 and (done // updates_per_epoch) % config.eval.every_epochs == 0
-            if epoch_end and done < total_updates:
-                best = _evaluate_during_training(config, workdir, model, state, mesh, done, results, best, writer)
+            if evaluates_after(done, updates_per_epoch, total_updates, config.eval.every_epochs):
+                _evaluate_during_training(config, workdir, model, state, mesh, done, results, writer)
             if preemption.requested or ckpt.should_save(done):
                 evaluate.write_json(results_path, results)  # first, so a kill after the save loses no history
                 ckpt.save(done, state, data_iter, force=preemption.requested)
@@ -248,7 +257,7 @@ def train_and_evaluate(config, workdir):
                 ckpt.wait()
                 results["preempted_at"] = done
                 evaluate.write_json(results_path, results)
-                logging.warning("saved update %d after SIGTERM; rerun the same command to resume", done)
+                log.warning("saved update %d after SIGTERM; rerun the same command to resume", done)
                 return results
         if total_updates and last_saved != total_updates:
             evaluate.write_json(results_path, results)
@@ -258,41 +267,56 @@ def train_and_evaluate(config, workdir):
         bad_report = bad.summary()
         results["bad_videos"] = bad_report
         bad.write(os.path.join(workdir, "bad_videos.json"))
-        logging.info("unreadable training videos: %d of %d (%s), listed in bad_videos.json", bad_report["count"],
-                     bad_report["dataset_size"], bad_report["by_reason"] or "none")
+        log.info("unreadable training videos: %d of %d (%s), listed in bad_videos.json", bad_report["count"],
+                 bad_report["dataset_size"], bad_report["by_reason"] or "none")
         evaluate.write_json(results_path, results)
         return results
     finally:
+        bar.close()
+        pipeline.close(data_iter)
         preemption.restore()
         ckpt.close()
         if writer:
             writer.close()
 
 
+def evaluates_after(done, updates_per_epoch, total_updates, every_epochs):
+    """Whether the official loop validates after this update: at the end of 0-based epoch e when
+    e % SAVE_FREQ == 0 (epochs 1, 11, 21, … counted from 1) and at the end of the last epoch."""
+    if done == total_updates:
+        return True
+    return done % updates_per_epoch == 0 and (done // updates_per_epoch - 1) % every_epochs == 0
+
+
 def _params(state):
     return merge_params(state["trainable"], state["frozen"])
 
 
-def _evaluate_during_training(config, workdir, model, state, mesh, step, results, best, writer):
+def _evaluate_during_training(config, workdir, model, state, mesh, step, results, writer):
+    """Evaluate with the training-time views; a new best (on `eval.best_set`) is exported to `best/`."""
     params = _params(state)
     found = evaluate.evaluate_sets(config, model.module, params, mesh, config.eval.num_clips, config.eval.num_crops)
     results["evaluations"][f"step_{step}"] = found
-    first = next(iter(found.values()))
     if writer:
         for name, m in found.items():
             writer.add_scalar(f"eval/{name}/top1", m["top1"], step)
-    if first["top1"] > best:
-        best = first["top1"]
-        results["evaluations"]["best_top1"], results["evaluations"]["best_step"] = best, step
+    best_set = config.eval.best_set or next(iter(found))
+    if best_set not in found:
+        raise ValueError(f"eval.best_set={best_set!r} is not one of the evaluation sets {sorted(found)}")
+    if found[best_set]["top1"] > results.get("best", {}).get("top1", -1.0):
+        results["best"] = {"top1": found[best_set]["top1"], "step": step, "set": best_set}
         model_dir.save(os.path.join(workdir, "best"), model.config, evaluate.to_host(params))
-    return best
 
 
 def _final_evaluation(config, workdir, model, state, mesh, results, writer):
+    """Export `final/` and evaluate with the final views (the last epoch's evaluation, when the views agree)."""
     params = _params(state)
     model_dir.save(os.path.join(workdir, "final"), model.config, evaluate.to_host(params))
-    found = evaluate.evaluate_sets(config, model.module, params, mesh, config.eval.final_num_clips,
-                                  config.eval.final_num_crops)
+    last = results["evaluations"].get(f"step_{int(state['step'])}")
+    same_views = (config.eval.final_num_clips, config.eval.final_num_crops) == (config.eval.num_clips,
+                                                                                 config.eval.num_crops)
+    found = last if last and same_views else evaluate.evaluate_sets(
+        config, model.module, params, mesh, config.eval.final_num_clips, config.eval.final_num_crops)
     results["final"] = found
     results["summary"] = evaluate.summarize(found)
     if writer:

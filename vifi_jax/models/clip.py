@@ -257,6 +257,11 @@ class CLIP(nn.Module):
             "text_projection", nn.initializers.normal(width ** -0.5), (width, self.embed_dim))
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(1 / 0.07)), ())
 
+    @property
+    def learned_text_prompts(self):
+        """How many text tokens the prompt learner overwrites (0 without text prompts)."""
+        return self.text_prompts if self.text_prompt_depth > 0 else 0
+
     def encode_image(self, images):
         """Images [N, H, W, 3], already normalised -> features [N, embed_dim] (not L2-normalised)."""
         return self.visual(images)

@@ -1,8 +1,11 @@
-"""How the command-line programs end: one `error:` line and exit status 1 on any failure.
+"""How our programs talk to a person: logging levels, progress bars, and one `error:` line on failure.
 
-A traceback is for developers: it is printed only with `--verbose` (or `VIFI_JAX_VERBOSE=1`).
+Every command-line program (prepare, main, predict, convert, summarize) ends a failure with one line
+and exit status 1; a traceback is printed only with `--verbose` (or `VIFI_JAX_VERBOSE=1`). Progress
+bars go to stderr, which terminals and notebooks both show (absl's INFO lines do not show in notebooks).
 """
 import functools
+import logging
 import os
 import sys
 import traceback
@@ -10,6 +13,22 @@ import traceback
 from absl import app, flags
 
 VERBOSE_ENV = "VIFI_JAX_VERBOSE"
+OUR_LOGGERS = ("vifi_jax", "data_pipelines")
+
+
+def configure_logging(level=logging.INFO):
+    """Our loggers at `level`; every other (jax, TensorFlow, and Orbax and Grain, which log through absl) at
+    WARNING, so that a console shows our progress and everyone's warnings."""
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+def progress(total, description, unit, initial=0, enabled=True):
+    """A tqdm bar with rate and ETA on stderr; pass `enabled=False` on all but one process of a job."""
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                disable=not enabled, mininterval=0.5 if sys.stderr.isatty() else 10.0)
 
 
 def describe(error):

@@ -1,0 +1,74 @@
+"""A run's working directory: its saved config, and whether a rerun may resume the checkpoints there.
+
+Rerunning the same command resumes. A rerun whose config differs in a field that changes results (the
+model, the data, the schedule, ...) would silently continue another run, so it is refused, naming each
+such field; fields that only change how the run executes may differ freely.
+"""
+import json
+import os
+
+import jax
+
+CONFIG_FILE = "config.json"
+CHECKPOINTS = "checkpoints"
+# Fields (or groups, by prefix) that never change what a run computes, only how or how visibly.
+FREE_FIELDS = ("data.num_workers", "data.check_files", "data.max_bad_fraction", "log_every", "eval.batch_size",
+               "checkpoint.", "mesh.", "train.max_steps", "model.remat")
+
+
+class ChangedConfigError(ValueError):
+    """The workdir holds checkpoints of a run with a different config."""
+
+
+def flatten(tree, prefix=""):
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def changed_fields(saved, current):
+    """[(field, saved value, current value)] of result-changing fields that differ (JSON-normalised)."""
+    old, new = flatten(saved), flatten(json.loads(json.dumps(current)))
+    missing = object()
+    changed = []
+    for field in sorted(set(old) | set(new)):
+        if field.startswith(FREE_FIELDS) or field in FREE_FIELDS:
+            continue
+        before, after = old.get(field, missing), new.get(field, missing)
+        if before != after:
+            changed.append((field, "(absent)" if before is missing else before, "(absent)" if after is missing else after))
+    return changed
+
+
+def has_checkpoints(workdir):
+    directory = os.path.join(workdir, CHECKPOINTS)
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def prepare_training(workdir, config, resume_changed=False):
+    """Refuse to resume another run's checkpoints in `workdir`, then save this run's config there."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if has_checkpoints(workdir) and os.path.isfile(path) and not resume_changed:
+        with open(path) as f:
+            saved = json.load(f)
+        changed = changed_fields(saved, config.to_dict())
+        if changed:
+            listing = "; ".join(f"{field}: {before!r} -> {after!r}" for field, before, after in changed)
+            raise ChangedConfigError(
+                f"{workdir} holds checkpoints of a run with another config ({listing}). Resuming would mix two "
+                "runs. Give this run its own --workdir, or pass --resume_changed_config to resume anyway")
+    save_config(workdir, config)
+
+
+def save_config(workdir, config):
+    """Write `workdir/config.json` (process 0; the directory is created)."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    if jax.process_index() == 0:
+        with open(path + ".tmp", "w") as f:
+            f.write(config.to_json_best_effort(indent=1))
+        os.replace(path + ".tmp", path)
