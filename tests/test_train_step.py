@@ -2,8 +2,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from conftest import relative_error
 from configs import zeroshot
 from vifi_jax import api, convert, evaluate, train
 from vifi_jax.models import clip, vifi
@@ -36,7 +38,7 @@ def test_frozen_text_features_give_the_same_step_as_running_the_text_tower(monke
     model = api.from_config(config.model, seed=0)[0]
     names = ["archery", "bowling", "juggling balls"]
     ids = jnp.asarray(evaluate.class_token_ids(names, "template"))
-    optimizer, _ = train.make_optimizer(config, iterations_per_epoch=10)
+    optimizer = optax.sgd(1.0)  # the update is the gradient itself (Adam's g/|g| would amplify rounding near 0)
     trainable, frozen = train.split_params(model.params, "image")
     state = {"trainable": trainable, "frozen": frozen, "opt_state": optimizer.init(trainable),
              "step": jnp.ones((), jnp.int32), "rng": jax.random.key_data(jax.random.PRNGKey(0))}
@@ -47,5 +49,6 @@ def test_frozen_text_features_give_the_same_step_as_running_the_text_tower(monke
     monkeypatch.setattr(train, "text_is_frozen", lambda use: False)
     running = train.make_train_step(model.module, optimizer, config, 3)(state, frames, labels, ids)
     np.testing.assert_allclose(float(fixed[1]), float(running[1]), rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(fixed[0]["trainable"]), jax.tree.leaves(running[0]["trainable"])):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    for a, b, before in zip(jax.tree.leaves(fixed[0]["trainable"]), jax.tree.leaves(running[0]["trainable"]),
+                            jax.tree.leaves(trainable)):
+        assert relative_error(a - before, b - before) <= 1e-4  # the same gradient up to reassociation
