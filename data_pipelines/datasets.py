@@ -7,13 +7,15 @@ processes can read from it: `len(source)`, `source.name(i)` (for error reports) 
 """
 import csv
 import dataclasses
+import io
 import logging
 import os
+import re
 
 import cv2
 import numpy as np
 
-from data_pipelines import video
+from data_pipelines import files, video
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +24,31 @@ class DatasetError(ValueError):
     """A list file, label file or dataset that cannot be used as given; the message says how to fix it."""
 
 
+MAX_TEXT_FILE_BYTES = 256 << 20
+
+
+def read_text(path, what):
+    """A UTF-8 text file (a leading BOM dropped), or a DatasetError naming the file and the problem."""
+    problem = files.regular_file_problem(path)
+    if problem:
+        raise DatasetError(f"{what} {path} {problem}")
+    with files.open_regular(path, what) as f:
+        raw = f.read(MAX_TEXT_FILE_BYTES + 1)
+    if len(raw) > MAX_TEXT_FILE_BYTES:
+        raise DatasetError(f"{what} {path} is larger than {MAX_TEXT_FILE_BYTES >> 20} MiB")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte {raw[error.start]:#04x}); save it as UTF-8") from error
+
+
 def read_labels(path):
     """Class names from a ViFi-CLIP label CSV (`id,name` header, quoted names allowed); row order is class order."""
-    if not os.path.isfile(path):
-        raise DatasetError(f"label file {path} does not exist (expected a CSV like the official labels/*.csv)")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(read_text(path, "label file"), newline="")))
     if not rows or [c.strip().lower() for c in rows[0][:2]] != ["id", "name"]:
         raise DatasetError(f"{path}: the first line must be the header 'id,name', got {rows[:1]}")
-    names = []
+    names, seen = [], {}
     for line, row in enumerate(rows[1:], start=2):
         if not row:
             continue
@@ -39,7 +57,14 @@ def read_labels(path):
         if row[0].strip() != str(len(names)):
             raise DatasetError(f"{path}:{line}: ids must count up from 0 in row order; expected {len(names)}, "
                                f"got {row[0]!r}")
-        names.append(row[1].strip())
+        name = row[1].strip()
+        if not name:
+            raise DatasetError(f"{path}:{line}: class {len(names)} has a blank name")
+        if name in seen:
+            raise DatasetError(f"{path}:{line}: class name {name!r} repeats class {seen[name]} (line "
+                               f"{seen[name] + 2}); class names must be distinct")
+        seen[name] = len(names)
+        names.append(name)
     if not names:
         raise DatasetError(f"{path}: no classes listed")
     return names
@@ -60,23 +85,23 @@ def read_list_file(path, root="", num_classes=None, check_files=False):
     no decoding) and missing or empty ones are returned in `missing` and logged, so a run knows them
     before it starts; they are also handled as bad samples during the run.
     """
-    if not os.path.isfile(path):
+    if files.regular_file_problem(path) == "does not exist":
         raise DatasetError(f"list file {path} does not exist (expected lines '<relative path> <label>')")
     paths, labels = [], []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise DatasetError(f"{path}:{line_number}: expected '<relative path> <integer label>', got {line!r}")
-            label = int(parts[1])
-            if label < 0 or (num_classes is not None and label >= num_classes):
-                raise DatasetError(f"{path}:{line_number}: label {label} is outside 0..{num_classes - 1}; does the "
-                                   f"label CSV match this list file?")
-            paths.append(os.path.join(root, parts[0]))
-            labels.append(label)
+    for line_number, line in enumerate(read_text(path, "list file").splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not re.fullmatch(r"[0-9]+", parts[1]):
+            raise DatasetError(f"{path}:{line_number}: expected '<relative path> <integer label>' (digits 0-9), "
+                               f"got {line!r}")
+        label = int(parts[1])
+        if num_classes is not None and label >= num_classes:
+            raise DatasetError(f"{path}:{line_number}: label {label} is outside 0..{num_classes - 1}; does the "
+                               f"label CSV match this list file?")
+        paths.append(os.path.join(root, parts[0]))
+        labels.append(label)
     if not paths:
         raise DatasetError(f"list file {path} lists no videos")
     missing = ()
@@ -155,18 +180,18 @@ class TfdsSource:
     def _parse(self, index):
         feature = self._features(index)
         if self.video_key not in feature or self.label_key not in feature:
-            raise video.VideoError(self.name(index), "record lacks the video or label feature")
+            raise video.VideoError(self.name(index), "record lacks the video or label feature", "unreadable")
         return feature[self.video_key].bytes_list.value, int(feature[self.label_key].int64_list.value[0])
 
     def load(self, index, choose_indices):
         encoded, label = self._parse(index)
         if not encoded:
-            raise video.VideoError(self.name(index), "record holds no frames")
+            raise video.VideoError(self.name(index), "record holds no frames", "no_frames")
         indices = np.asarray(choose_indices(len(encoded)), np.int64)
         decoded = {}
         for i in np.unique(indices):
             frame = cv2.imdecode(np.frombuffer(encoded[i], np.uint8), cv2.IMREAD_COLOR)
             if frame is None:
-                raise video.VideoError(self.name(index), f"frame {i} is not a decodable image")
+                raise video.VideoError(self.name(index), f"frame {i} is not a decodable image", "unreadable")
             decoded[int(i)] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         return np.stack([decoded[int(i)] for i in indices]), label

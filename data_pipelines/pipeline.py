@@ -26,8 +26,8 @@ from data_pipelines import sampling, transforms, video
 
 log = logging.getLogger(__name__)
 
-# Why a sample was skipped; codes travel in batches, names go into reports.
-REASONS = ("missing", "empty", "unreadable", "no_frames", "truncated", "error")
+# Why a sample was skipped (VideoError kinds); codes travel in batches, names go into reports.
+REASONS = video.KINDS
 MAX_REPLACEMENTS = 8
 
 
@@ -50,13 +50,8 @@ class ClipSpec:
 
 
 def reason_code(error):
-    """Map an exception from a source to an index into REASONS."""
-    text = getattr(error, "reason", "")
-    for code, needle in ((0, "does not exist"), (1, "is empty"), (2, "cannot open"), (3, "no frame"),
-                         (4, "ends after")):
-        if needle in text:
-            return code
-    return REASONS.index("error")
+    """The index into REASONS of an exception a source raised (a VideoError's kind, else "error")."""
+    return REASONS.index(getattr(error, "kind", "error"))
 
 
 class LoadClip(grain.transforms.RandomMap):
@@ -96,7 +91,7 @@ class LoadClip(grain.transforms.RandomMap):
             try:
                 frames, label = self._views(current, rng)
                 break
-            except (video.VideoError, OSError, ValueError, cv2.error) as error:
+            except (video.VideoError, OSError, ValueError, cv2.error, MemoryError) as error:
                 bad_index[attempt], bad_reason[attempt] = current, reason_code(error)
                 if not self.spec.train:
                     break

@@ -10,6 +10,7 @@ sees the same frame count as the video (unless --max_frames subsamples). Needs t
 (tensorflow-datasets, and tensorflow-cpu to write). Videos that cannot be read are skipped and listed
 in `<data_dir>/<name>/<split>.bad_videos.json`.
 """
+import collections
 import io
 import json
 import logging
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 from absl import flags
 
-from data_pipelines import cli, datasets, transforms
+from data_pipelines import cli, datasets, transforms, video
 
 log = logging.getLogger("data_pipelines.prepare")
 
@@ -45,26 +46,34 @@ def define_flags():
 
 
 def encode_video(path, short_side=256, jpeg_quality=90, max_frames=0):
-    """All frames of a video as JPEG bytes at the given short side, in one decoding pass."""
+    """All frames of a video (or `max_frames` evenly spaced ones) as JPEG bytes at the given short side.
+
+    One decoding pass that holds one full-resolution frame at a time: each is resized and encoded as soon
+    as it is decoded, so a long high-resolution video costs its JPEGs, not its raw frames."""
     cv2.setNumThreads(1)
-    capture = datasets.video.open_capture(path)
-    frames = []
+    keep = None
+    if max_frames > 0:
+        count = video.packet_count(path)
+        if count > max_frames:
+            keep = set(np.linspace(0, count - 1, max_frames).round().astype(int).tolist())
+    capture = video.open_capture(path)
+    params, encoded, size, index = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality], [], None, 0
     try:
         while True:
             ok, frame = capture.read()
             if not ok:
                 break
-            frames.append(frame)
+            if keep is None or index in keep:
+                if size is None:
+                    size = transforms.short_side_size(*frame.shape[:2], short_side)
+                resized = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                encoded.append(cv2.imencode(".jpg", resized, params)[1].tobytes())
+            index += 1
     finally:
         capture.release()
-    if not frames:
-        raise datasets.video.VideoError(path, "no frame decodes (corrupt file or unsupported codec)")
-    if 0 < max_frames < len(frames):
-        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
-    height, width = transforms.short_side_size(*frames[0].shape[:2], short_side)
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
-    return [cv2.imencode(".jpg", cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR), params)[1].tobytes()
-            for f in frames]
+    if not encoded:
+        raise video.VideoError(path, "no frame decodes (corrupt file or unsupported codec)", "no_frames")
+    return encoded
 
 
 def _encode(job):
@@ -72,7 +81,18 @@ def _encode(job):
     try:
         return index, encode_video(path, **options), None
     except Exception as error:  # one bad video must not stop the conversion; it is reported
-        return index, None, str(error)
+        return index, None, cli.describe(error)
+
+
+def _bounded_imap(pool, function, jobs, in_flight):
+    """pool.imap with at most `in_flight` results waiting: the writer never falls behind by more."""
+    pending = collections.deque()
+    for job in jobs:
+        pending.append(pool.apply_async(function, (job,)))
+        if len(pending) >= in_flight:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", short_side=256, jpeg_quality=90,
@@ -92,22 +112,22 @@ def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", sho
     bad, start = [], time.time()
 
     def examples(results):
-        for done, (index, frames, error) in enumerate(results, start=1):
-            if error is not None:
-                bad.append({"file": parsed.paths[index], "reason": error})
-                log.warning("skipping %s: %s", parsed.paths[index], error)
-            else:
-                yield index, {"video": [io.BytesIO(f) for f in frames], "label": parsed.labels[index],
-                              "path": os.path.relpath(parsed.paths[index], root or ".")}
-            if done % 100 == 0 or done == len(jobs):
-                elapsed = time.time() - start
-                log.info("prepared %d/%d videos, %.1f videos/s, ETA %.0f s", done, len(jobs), done / elapsed,
-                             (len(jobs) - done) * elapsed / done)
+        with cli.progress(len(jobs), f"prepare {split}", "video") as bar:
+            for index, frames, error in results:
+                if error is not None:
+                    bad.append({"file": parsed.paths[index], "reason": error})
+                    log.warning("skipping %s: %s", parsed.paths[index], error)
+                else:
+                    yield index, {"video": [io.BytesIO(f) for f in frames], "label": parsed.labels[index],
+                                  "path": os.path.relpath(parsed.paths[index], root or ".")}
+                bar.update(1)
 
-    with multiprocessing.get_context("spawn").Pool(workers or os.cpu_count()) as pool:
+    workers = workers or os.cpu_count()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
         tfds.dataset_builders.store_as_tfds_dataset(
             name=name, version=version, features=features, config=None, data_dir=data_dir,
-            split_datasets={split: examples(pool.imap(_encode, jobs))}, file_format="array_record",
+            split_datasets={split: examples(_bounded_imap(pool, _encode, jobs, 2 * workers))},
+            file_format="array_record",
             description=f"Frames of {list_file} at short side {short_side}, JPEG quality {jpeg_quality}.")
     report = {"videos": len(jobs) - len(bad), "bad": bad, "seconds": time.time() - start}
     with open(os.path.join(data_dir, name, f"{split}.bad_videos.json"), "w") as f:

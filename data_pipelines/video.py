@@ -8,11 +8,31 @@ keyframes seen so far say the seek would land well past the current frame
 (short-GOP files such as VP9 webm). Seeks are verified and abandoned for a
 plain forward pass if the backend lands anywhere but the frame asked for.
 Only the requested frames are held.
+
+A video file may come from a stranger, so reading one is bounded: only regular files are opened; FFmpeg
+may use only the `file` protocol and the demuxers of real video containers (no concat lists, playlists or
+image sequences, which would make it open other files); frames larger than `MAX_PIXELS` are refused
+before any is decoded; and a read that takes longer than `TIME_LIMIT` seconds ends with an error.
 """
 import os
+import time
 
 import cv2
 import numpy as np
+
+from data_pipelines import files
+
+# FFmpeg options for every capture (OpenCV passes this variable to avformat_open_input).
+_DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2", "avi", "matroska,webm", "flv", "mpeg", "mpegts", "ogg", "asf", "mxf",
+             "h264", "hevc", "m4v", "mjpeg", "rawvideo", "nut", "ivf", "yuv4mpegpipe", "gif")
+FFMPEG_OPTIONS = f"protocol_whitelist;file|format_whitelist;{','.join(_DEMUXERS)}"
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_OPTIONS)
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg quiet: our VideoErrors say what went wrong
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # OpenCV's own messages: errors only (its "can't capture by name" warnings say nothing)
+MAX_PIXELS = 4096 * 4096  # per frame: 8K UHD (7680 x 4320) fits, an 8192 x 8192 bomb does not
+TIME_LIMIT = 120.0  # seconds for one open and read of one video
+# What went wrong, as VideoError.kind (counted in reports).
+KINDS = ("missing", "empty", "unreadable", "no_frames", "truncated", "not_regular", "too_large", "timeout", "error")
 
 # A gap of at least this many frames is always crossed by seeking (one GOP of typical encoders).
 SEEK_THRESHOLD = 250
@@ -31,29 +51,60 @@ def set_decode_threads(count):
 
 
 class VideoError(RuntimeError):
-    """A video that cannot be decoded as asked; names the file and the reason."""
+    """A video that cannot be decoded as asked; names the file and the reason, and its `kind` (KINDS)."""
 
-    def __init__(self, path, reason, decoded=None):
+    def __init__(self, path, reason, kind="error", decoded=None):
         super().__init__(f"{path}: {reason}")
-        self.path, self.reason = str(path), reason
+        if kind not in KINDS:
+            raise ValueError(f"unknown VideoError kind {kind!r}")
+        self.path, self.reason, self.kind = str(path), reason, kind
         self.decoded = decoded  # frames that did decode, when the video ended before a requested frame
 
 
-def _capture_params():
-    return [cv2.CAP_PROP_N_THREADS, _decode_threads] if _decode_threads else []
+def _capture_params(raw=False):
+    limit = int(TIME_LIMIT * 1000)
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, limit, cv2.CAP_PROP_READ_TIMEOUT_MSEC, limit]
+    if raw:
+        params += [cv2.CAP_PROP_FORMAT, -1]  # raw packets: demux without decoding
+    elif _decode_threads:
+        params += [cv2.CAP_PROP_N_THREADS, _decode_threads]
+    return params
+
+
+def _check_file(path):
+    problem = files.regular_file_problem(path)
+    if problem:
+        kind = "missing" if problem.startswith("does not exist") else "not_regular"
+        raise VideoError(path, f"file {problem}", kind)
+    if os.path.getsize(path) == 0:
+        raise VideoError(path, "file is empty", "empty")
 
 
 def open_capture(path):
-    """An opened FFmpeg capture, or a VideoError naming a missing, empty or unopenable file."""
+    """An opened FFmpeg capture, or a VideoError naming a missing, empty, unopenable or oversized file."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise VideoError(path, "file does not exist")
-    if os.path.getsize(path) == 0:
-        raise VideoError(path, "file is empty")
+    _check_file(path)
     capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, _capture_params())
     if not capture.isOpened():
-        raise VideoError(path, "OpenCV/FFmpeg cannot open it (corrupt file or unsupported container/codec)")
+        raise VideoError(path, "OpenCV/FFmpeg cannot open it (corrupt file, unsupported container/codec, or a "
+                         "playlist/concat file, which is not read)", "unreadable")
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > MAX_PIXELS:
+        capture.release()
+        raise VideoError(path, f"frames are {width}x{height}, more than the {MAX_PIXELS:,} pixels read per frame",
+                         "too_large")
     return capture
+
+
+class _Deadline:
+    """Raises a `timeout` VideoError once a read of `path` has taken longer than TIME_LIMIT seconds."""
+
+    def __init__(self, path):
+        self.path, self.end = path, time.monotonic() + TIME_LIMIT
+
+    def check(self):
+        if time.monotonic() > self.end:
+            raise VideoError(self.path, f"reading took longer than {TIME_LIMIT:.0f} s", "timeout")
 
 
 def packet_count(path):
@@ -64,11 +115,15 @@ def packet_count(path):
     headers can disagree (a truncated avi keeps its full count; Matroska/WebM store none, and OpenCV then
     rounds duration × fps), so the header is not used.
     """
-    capture = cv2.VideoCapture(os.fspath(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_FORMAT, -1])  # -1: raw packets
+    _check_file(os.fspath(path))
+    capture = cv2.VideoCapture(os.fspath(path), cv2.CAP_FFMPEG, _capture_params(raw=True))
+    deadline = _Deadline(path)
     try:
         count = 0
         while capture.grab():
             count += 1
+            if count % 256 == 0:
+                deadline.check()
     finally:
         capture.release()
     return count
@@ -77,14 +132,16 @@ def packet_count(path):
 def count_frames(path):
     """The number of frames that actually decode (container headers can over- or under-count)."""
     capture = open_capture(path)
+    deadline = _Deadline(path)
     try:
         count = 0
         while capture.grab():
             count += 1
+            deadline.check()
     finally:
         capture.release()
     if count == 0:
-        raise VideoError(path, "no frame decodes (corrupt file or unsupported codec)")
+        raise VideoError(path, "no frame decodes (corrupt file or unsupported codec)", "no_frames")
     return count
 
 
@@ -116,7 +173,7 @@ def read_sampled_frames(path, choose_indices, seek_threshold=SEEK_THRESHOLD):
                 raise
             decoded = error.decoded
         capture.release()
-        capture.open(os.fspath(path), cv2.CAP_FFMPEG, _capture_params())
+        capture = open_capture(path)
         return _read(capture, path, _check_indices(choose_indices(decoded)), seek_threshold)
     finally:
         capture.release()
@@ -134,15 +191,17 @@ def _check_indices(indices):
 def _read(capture, path, indices, seek_threshold):
     frames, keyframes = {}, []
     position = 0  # index of the frame the next grab() returns
+    deadline = _Deadline(path)
     for target in np.unique(indices):
         if seek_threshold and _seek_pays(position, int(target), keyframes, seek_threshold):
             position = _seek(capture, path, position, int(target))
         while position <= target:
+            deadline.check()
             if not capture.grab():
                 if position == 0:
-                    raise VideoError(path, "no frame decodes (corrupt file or unsupported codec)")
+                    raise VideoError(path, "no frame decodes (corrupt file or unsupported codec)", "no_frames")
                 raise VideoError(path, f"frame {target} asked for, but the video ends after {position} frames",
-                                 decoded=position)
+                                 "truncated", decoded=position)
             if capture.get(cv2.CAP_PROP_FRAME_TYPE) == _KEYFRAME:
                 keyframes.append(position)
             position += 1
@@ -166,7 +225,8 @@ def _seek(capture, path, position, target):
     if capture.set(cv2.CAP_PROP_POS_FRAMES, target) and int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == target:
         return target
     capture.release()
-    capture.open(os.fspath(path), cv2.CAP_FFMPEG, _capture_params())
+    if not capture.open(os.fspath(path), cv2.CAP_FFMPEG, _capture_params()):
+        raise VideoError(path, "could not be opened again after a seek", "unreadable")
     for _ in range(position):
         capture.grab()
     return position

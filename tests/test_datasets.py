@@ -45,3 +45,27 @@ def test_video_file_source_loads_sampled_frames(synthetic_videos):
     assert len(source) == 12
     frames, label = source.load(5, lambda n: np.arange(n)[::4])
     assert frames.shape == (4, 48, 64, 3) and label == 1  # 16 frames, every 4th; videos 3..5 are class 1
+
+
+def test_text_files_with_a_bom_bad_labels_or_bad_bytes_get_clear_errors(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes("\ufeffid,name\n0,archery\n1,bowling\n".encode("utf-8"))
+    assert datasets.read_labels(labels) == ["archery", "bowling"]  # a BOM is not part of the header
+    listing = tmp_path / "list.txt"
+    listing.write_bytes("\ufeffa.mp4 1\n".encode("utf-8"))
+    assert datasets.read_list_file(listing, "/data").paths == ("/data/a.mp4",)  # nor of the first path
+    for label in ("--5", "²", "-1", "1.0"):
+        listing.write_text(f"a.mp4 {label}\n")
+        with pytest.raises(datasets.DatasetError, match=r"list.txt:1: expected '<relative path> <integer label>'"):
+            datasets.read_list_file(listing)
+    listing.write_bytes(b"a.mp4 0\nb\xff.mp4 1\n")
+    with pytest.raises(datasets.DatasetError, match=r"list.txt:2: not UTF-8 text \(byte 0xff\)"):
+        datasets.read_list_file(listing)
+    labels.write_text("id,name\n0,archery\n1,  \n")
+    with pytest.raises(datasets.DatasetError, match=r"labels.csv:3: class 1 has a blank name"):
+        datasets.read_labels(labels)
+    labels.write_text("id,name\n0,archery\n1,bowling\n2,archery\n")
+    with pytest.raises(datasets.DatasetError, match=r"labels.csv:4: class name 'archery' repeats class 0"):
+        datasets.read_labels(labels)
+    with pytest.raises(datasets.DatasetError, match=r"label file .* is a directory"):
+        datasets.read_labels(tmp_path)

@@ -80,7 +80,7 @@ def test_predict_gives_the_official_probabilities(checkpoints, kind, videos):
          f"--labels={','.join(NAMES)}", f"--top_k={len(NAMES)}", "--num_frames=4", "--json", *videos],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    for entry, video in zip(json.loads(result.stdout), videos):
+    for entry, video in zip(map(json.loads, result.stdout.splitlines()), videos):
         want = model.probabilities(vifi_jax.load_video(video, num_frames=4, size=32))[0]
         got = {x["label"]: x["probability"] for x in entry["labels"]}
         np.testing.assert_allclose([got[name] for name in NAMES], want, rtol=0, atol=1e-5)

@@ -73,4 +73,4 @@ def test_the_embedded_default_and_predict_run_from_another_directory(installed):
     code, out, err = run(python, elsewhere, "-m", "vifi_jax.predict", f"--weights={model}", "--labels=a,b",
                          "--num_frames=2", "--json", *videos)
     assert code == 0, err[-3000:]
-    assert [r["video"] for r in json.loads(out)] == videos
+    assert [json.loads(line)["video"] for line in out.splitlines()] == videos

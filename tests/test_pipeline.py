@@ -119,3 +119,31 @@ def test_bad_videos_are_replaced_reported_and_limited(synthetic_videos, tmp_path
     evaluated = list(pipeline.eval_dataset(source, pipeline.ClipSpec(4, 32, train=False), 4, process=(0, 1)))
     valid = np.concatenate([b["valid"] for b in evaluated])
     assert valid.tolist() == [False] * 3 + [True] * 9  # unreadable videos are excluded, never replaced
+
+
+def test_hostile_videos_are_replaced_and_reported_by_kind_without_hanging(tmp_path, synthetic_videos):
+    """A concat list pointing at a FIFO, a playlist, a FIFO, a directory and 8192x8192 frames: each is a bad
+    sample of its own kind, in training (replaced) and in evaluation (excluded), and nothing blocks."""
+    import cv2
+    root, list_file, _ = synthetic_videos
+    os.mkfifo(tmp_path / "fifo.mp4")
+    (tmp_path / "concat.mp4").write_text(f"ffconcat version 1.0\nfile {tmp_path / 'fifo.mp4'}\n")
+    (tmp_path / "list.m3u8").write_text(f"#EXTM3U\n#EXTINF:1,\n{tmp_path / 'concat.mp4'}\n")
+    writer = cv2.VideoWriter(str(tmp_path / "huge.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 1, (8192, 8192))
+    writer.write(np.zeros((8192, 8192, 3), np.uint8))
+    writer.release()
+    (tmp_path / "folder.mp4").mkdir()
+    good = datasets.VideoFileSource.from_list_file(list_file, root, num_classes=4)
+    hostile = ["concat.mp4", "list.m3u8", "fifo.mp4", "huge.avi", "folder.mp4"]
+    source = datasets.VideoFileSource(good.paths[:3] + [str(tmp_path / n) for n in hostile], [0, 1, 2] + [0] * 5)
+    ds = pipeline.eval_dataset(source, pipeline.ClipSpec(num_frames=2, size=32, train=False), 8, process=(0, 1))
+    batch = next(iter(ds))
+    assert batch["valid"].tolist() == [True] * 3 + [False] * 5
+    kinds = [pipeline.REASONS[r] for r in batch["bad_reason"][3:, 0]]
+    assert kinds == ["unreadable", "unreadable", "not_regular", "too_large", "not_regular"]
+    spec = pipeline.ClipSpec(num_frames=2, size=32)
+    report = pipeline.BadSamples(source, max_fraction=1.0)
+    for batch in take(pipeline.iterator(pipeline.train_dataset(source, spec, 8, seed=0, process=(0, 1))), 2):
+        assert (batch["index"] >= 0).all()
+        report.update(batch)
+    assert set(report.summary()["by_reason"]) <= {"unreadable", "not_regular", "too_large"}

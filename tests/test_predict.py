@@ -36,7 +36,7 @@ def test_predict_classifies_each_video_and_reports_bad_ones(model_and_videos, tm
     code, out, err = run(f"--weights={weights}", f"--labels={','.join(names)}", "--top_k=2", "--num_frames=4",
                          "--json", *videos, str(tmp_path / "missing.mp4"))
     assert code == 1, err[-3000:]  # one video failed, the others were classified
-    results = json.loads(out)
+    results = [json.loads(line) for line in out.splitlines()]  # JSON Lines: one video per line
     assert [r["video"] for r in results] == videos + [str(tmp_path / "missing.mp4")]
     model = api.load(weights)
     for r, video in zip(results[:3], videos):

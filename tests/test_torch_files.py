@@ -13,7 +13,7 @@ import torch
 
 import official
 from conftest import perturbed_reference, write_openai_jit_archive, write_openai_script_archive
-from vifi_jax import torch_files
+from vifi_jax import safe_pickle, torch_files
 
 
 def assert_same(ours, theirs, where="root"):
@@ -120,7 +120,7 @@ def test_official_yacs_config_loads_without_importing_yacs(tmp_path, monkeypatch
     loaded = torch_files.load(tmp_path / "v.pth")["config"]
     assert isinstance(loaded, torch_files.ConfigNode) and plain(loaded) == plain(config)
     assert loaded["AUG"]["SCALES"] == (1, 0.875, 0.75, 0.66) and loaded["MODEL"]["PRETRAINED"] is None
-    assert loaded.__dict__["__deprecated_keys__"] == set()  # written as protocol 2's `__builtin__.set`
+    assert loaded.yacs_state["__deprecated_keys__"] == set()  # written as protocol 2's `__builtin__.set`
 
 
 def zip_checkpoint(path, data_pkl):
@@ -150,7 +150,7 @@ def test_protocol_2_names_map_as_python_maps_them(tmp_path):
         torch_files.load(newer)  # protocol >= 3 pickles mean names literally, as in Python
 
 
-@pytest.mark.parametrize("module,name", sorted(torch_files._UNSUPPORTED) + [("torch", "QInt8Storage")])
+@pytest.mark.parametrize("module,name", sorted(safe_pickle.UNSUPPORTED) + [("torch", "QInt8Storage")])
 def test_torch_globals_without_plain_data_are_refused_by_name(tmp_path, module, name):
     path = zip_checkpoint(tmp_path / "x.pth", global_pickle(module, name))
     with pytest.raises(torch_files.CheckpointReadError, match=rf"{path}: holds .*\({module}\.{name}\)"):

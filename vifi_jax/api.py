@@ -116,9 +116,6 @@ def init(variant="ViT-B/16", seed=0, dtype=jnp.float32, **fields):
     return Model(config, init_params(config, seed), dtype)
 
 
-PROMPT_FIELDS = ("vision_prompts", "vision_prompt_depth", "text_prompts", "text_prompt_depth")
-
-
 def from_config(model_config, dtype=jnp.float32, seed=0):
     """(Model, note) from an experiment config's `model` block; note says if the weights are random.
 
@@ -126,7 +123,7 @@ def from_config(model_config, dtype=jnp.float32, seed=0):
     Prompt fields add freshly initialised deep prompts (N(0, 0.02)) to loaded weights that lack them,
     which is how bridge-and-prompt starts from a fine-tuned K400 checkpoint.
     """
-    prompts = {k: int(model_config[k]) for k in PROMPT_FIELDS}
+    prompts = {k: int(model_config[k]) for k in clip.PROMPT_FIELDS}
     extra = dict(prompts, remat=bool(model_config.get("remat", False)))
     fields = dict(model_config.get("fields", {}) or {})
     init_name = model_config.init

@@ -1,10 +1,13 @@
 """PyTorch CLIP / ViFi-CLIP checkpoints <-> vifi_jax parameters, by one declarative key table.
 
-    python -m vifi_jax.convert SRC DST [--clip-weights W] [--layout openai|vifi] [--dtype float32|float16] [--verbose]
+    python -m vifi_jax.convert SRC DST [--clip-weights W] [--layout openai|vifi] [--dtype float32|float16]
+        [--overwrite] [--verbose]
 
 SRC: OpenAI CLIP `.pt` (TorchScript) or state dict, official ViFi-CLIP `.pth`
 (regular or prompting), `.safetensors`, a vifi_jax directory or `openai:ViT-B/16`.
-DST: a directory (vifi_jax checkpoint) or a `.pth`/`.pt` file in `--layout`.
+DST: a directory (vifi_jax checkpoint), a `.pth`/`.pt` file in `--layout`, or a `.safetensors` file
+(OpenAI names). An existing destination is replaced only with --overwrite, and a directory that is not a
+vifi_jax model never.
 
 Every conversion checks every key and shape against the model the checkpoint
 implies and names what is missing, unexpected or mis-shaped.
@@ -12,12 +15,14 @@ implies and names what is missing, unexpected or mis-shaped.
 import argparse
 import os
 import re
+import shutil
 import sys
 
 import numpy as np
 
-from data_pipelines import cli
+from data_pipelines import cli, files
 from vifi_jax import downloads, model_dir, torch_files
+from vifi_jax.models import clip
 
 # Tensor layout changes between torch and Flax; each is its own inverse's partner.
 KEEP, LINEAR, CONV = "keep", "linear", "conv"
@@ -158,17 +163,23 @@ def openai_to_vifi(state):
 
 def infer_config(state):
     """Model fields (as `clip.CLIP` takes them) implied by an OpenAI-named state dict."""
-    def need(key):
+    def need(key, ndim):
         if key not in state:
             raise ConversionError(f"checkpoint lacks {key}; cannot infer the model shape")
-        return np.shape(state[key])
+        shape = np.shape(state[key])
+        if len(shape) != ndim:
+            raise ConversionError(f"checkpoint's {key} has shape {shape}; a CLIP has {ndim} dimensions there")
+        return shape
 
-    vision_width, _, patch, _ = need("visual.conv1.weight")
-    grid = round((need("visual.positional_embedding")[0] - 1) ** 0.5)
-    text_width = need("ln_final.weight")[0]
+    vision_width, _, patch, _ = need("visual.conv1.weight", 4)
+    grid = round(max(need("visual.positional_embedding", 2)[0] - 1, 0) ** 0.5)
+    text_width = need("ln_final.weight", 1)[0]
 
     def blocks(prefix):
-        return len({k.split(".")[len(prefix.split("."))] for k in state if k.startswith(prefix + ".")})
+        found = {k.split(".")[len(prefix.split("."))] for k in state if k.startswith(prefix + ".")}
+        if found != {str(i) for i in range(len(found))}:
+            raise ConversionError(f"blocks of {prefix} are numbered {sorted(found)[:8]}…, not 0, 1, 2, …")
+        return len(found)
 
     def prompt_depth(prefix):
         shallow = sorted(int(k.split(".")[-2]) for k in state
@@ -178,17 +189,21 @@ def infer_config(state):
         return len(shallow) + 1
 
     config = dict(
-        embed_dim=need("text_projection")[1], image_resolution=patch * grid,
+        embed_dim=need("text_projection", 2)[1], image_resolution=patch * grid,
         vision_layers=blocks("visual.transformer.resblocks"), vision_width=vision_width,
-        vision_patch_size=patch, context_length=need("positional_embedding")[0],
-        vocab_size=need("token_embedding.weight")[0], transformer_width=text_width,
+        vision_patch_size=patch, context_length=need("positional_embedding", 2)[0],
+        vocab_size=need("token_embedding.weight", 2)[0], transformer_width=text_width,
         transformer_heads=text_width // 64, transformer_layers=blocks("transformer.resblocks"),
         vision_prompts=0, vision_prompt_depth=0, text_prompts=0, text_prompt_depth=0)
     if "visual.VPT" in state:
-        config.update(vision_prompts=need("visual.VPT")[0], vision_prompt_depth=prompt_depth("visual.transformer.resblocks"))
+        config.update(vision_prompts=need("visual.VPT", 2)[0],
+                      vision_prompt_depth=prompt_depth("visual.transformer.resblocks"))
     if "prompt_learner.ctx" in state:
-        config.update(text_prompts=need("prompt_learner.ctx")[0], text_prompt_depth=prompt_depth("transformer.resblocks"))
-    return {k: int(v) for k, v in config.items()}
+        config.update(text_prompts=need("prompt_learner.ctx", 2)[0],
+                      text_prompt_depth=prompt_depth("transformer.resblocks"))
+    config = {k: int(v) for k, v in config.items()}
+    clip.check_fields(config, "the model the checkpoint implies")
+    return config
 
 
 def expected_shapes(config):
@@ -246,16 +261,23 @@ def unflatten(flat):
 def read_state_dict(path):
     """Any supported PyTorch-side file -> (OpenAI-named state dict, layout it came in)."""
     if str(path).endswith(".safetensors"):
-        from safetensors.numpy import load_file
-        state = load_file(path)
+        from safetensors import SafetensorError
+        from safetensors.numpy import load
+        with files.open_regular(path, "checkpoint") as f:
+            data = f.read()
+        try:
+            state = load(data)
+        except (SafetensorError, ValueError) as error:
+            raise ConversionError(f"{path} is not a readable safetensors file ({error})") from error
     else:
         obj = torch_files.load(path)
         if isinstance(obj, torch_files.ScriptObject):
-            return torch_files.state_dict(obj), "openai"
-        if not isinstance(obj, dict):
+            state = torch_files.state_dict(obj)
+        elif isinstance(obj, dict):
+            state = obj.get("model", obj.get("state_dict", obj))
+        else:
             raise ConversionError(f"{path} holds a {type(obj).__name__}, not a state dict")
-        state = obj.get("model", obj.get("state_dict", obj))
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise ConversionError(f"{path}: the 'model' entry is not a state dict")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     if any(k.startswith(("image_encoder.", "text_encoder.")) for k in state):
@@ -264,7 +286,8 @@ def read_state_dict(path):
         raise ConversionError(f"{path} is a ResNet CLIP checkpoint; vifi_jax implements the ViT towers only")
     if any(k.startswith("visual.") for k in state):
         return {k: v for k, v in state.items() if k not in OPENAI_BUFFERS}, "openai"
-    raise ConversionError(f"{path} has neither OpenAI CLIP ('visual.…') nor ViFi-CLIP ('image_encoder.…') keys")
+    raise ConversionError(f"{path} holds no CLIP parameters (neither OpenAI CLIP ('visual.…') nor ViFi-CLIP "
+                          "('image_encoder.…') keys)")
 
 
 def read(source, clip_weights=None):
@@ -274,7 +297,7 @@ def read(source, clip_weights=None):
         source = downloads.openai_weights(source[len("openai:"):])
     if os.path.isdir(source):
         return model_dir.load(source)
-    if not os.path.exists(source):
+    if not os.path.lexists(source):
         raise FileNotFoundError(f"checkpoint {source} does not exist (give a file, a vifi_jax directory "
                                 f"or one of {', '.join('openai:' + n for n in downloads.OPENAI_MODELS)})")
     state, layout = read_state_dict(source)
@@ -312,16 +335,67 @@ def write_pytorch(params, path, layout="vifi", dtype=np.float32):
     return sum(np.size(v) for v in state.values())
 
 
-def convert(src, dst, clip_weights=None, layout="vifi", dtype="float32"):
-    """Read `src`, write `dst` (a `.pth`/`.pt` file in `layout`, else a vifi_jax directory); returns a report."""
+TORCH_SUFFIXES = (".pth", ".pt")
+FILE_SUFFIXES = TORCH_SUFFIXES + (".safetensors",)
+
+
+def check_destination(dst, overwrite=False):
+    """Refuse a destination whose writing would destroy something the user did not ask to replace."""
+    dst = os.fspath(dst)
+    suffix = os.path.splitext(dst.rstrip(os.sep))[1]
+    if suffix and suffix not in FILE_SUFFIXES:
+        raise ConversionError(f"{dst}: unknown destination type {suffix!r}; write a {'/'.join(FILE_SUFFIXES)} file "
+                              "or a vifi_jax model directory (a path without a suffix)")
+    if not os.path.lexists(dst):
+        return
+    if suffix:
+        if not os.path.isfile(dst) or os.path.islink(dst):
+            raise ConversionError(f"{dst} exists and is not a regular file; choose another destination")
+        if not overwrite:
+            raise ConversionError(f"{dst} exists; pass --overwrite to replace it")
+    elif model_dir.is_model_dir(dst):
+        if not overwrite:
+            raise ConversionError(f"{dst} holds a vifi_jax model; pass --overwrite to replace it")
+    elif not os.path.isdir(dst) or os.listdir(dst):
+        raise ConversionError(f"{dst} exists and is not a vifi_jax model directory; choose another destination "
+                              "(nothing there is replaced, even with --overwrite)")
+
+
+def write_safetensors(params, path, dtype=np.float32):
+    """OpenAI-named tensors (prompts included) in a `.safetensors` file; returns the number of parameters."""
+    from safetensors.numpy import save_file
+    state = flat_to_openai(flatten(params), dtype)
+    save_file(state, path)
+    return sum(np.size(v) for v in state.values())
+
+
+def convert(src, dst, clip_weights=None, layout="vifi", dtype="float32", overwrite=False):
+    """Read `src`, write `dst` (a `.pth`/`.pt` file in `layout`, a `.safetensors` file, else a vifi_jax
+    directory); returns a report. Nothing is written if reading fails; an existing destination is replaced
+    only with `overwrite` and only once the new one is complete."""
+    dst = os.fspath(dst).rstrip(os.sep) or os.sep
+    check_destination(dst, overwrite)
     config, params = read(src, clip_weights)
-    if str(dst).endswith((".pth", ".pt")):
-        written = write_pytorch(params, dst, layout, np.dtype(dtype))
-        note = (" in the ViFi-CLIP layout, without the token embedding (as official checkpoints): read it back "
-                "with --clip-weights / clip_weights= naming the OpenAI weights") if layout == "vifi" else ""
-    else:
-        model_dir.save(dst, config, params)
-        written, note = sum(np.size(v) for v in flatten(params).values()), ""
+    staging = f"{dst}.partial-{os.getpid()}"
+    note = ""
+    try:
+        if dst.endswith(TORCH_SUFFIXES):
+            written = write_pytorch(params, staging, layout, np.dtype(dtype))
+            note = (" in the ViFi-CLIP layout, without the token embedding (as official checkpoints): read it back "
+                    "with --clip-weights / clip_weights= naming the OpenAI weights") if layout == "vifi" else ""
+        elif dst.endswith(".safetensors"):
+            written = write_safetensors(params, staging, np.dtype(dtype))
+        else:
+            model_dir.save(staging, config, params)
+            written = sum(np.size(v) for v in flatten(params).values())
+        if os.path.isdir(dst):
+            shutil.rmtree(dst)
+        os.replace(staging, dst)
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging)
+        elif os.path.lexists(staging):
+            os.remove(staging)
     return f"wrote {dst}: {written:,} parameters{note}"
 
 
@@ -333,10 +407,11 @@ def main(argv=None):
     parser.add_argument("--layout", choices=LAYOUTS, default="vifi", help="layout of a .pth/.pt destination")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                         help="dtype of a .pth/.pt destination")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing destination file or model")
     parser.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     args = parser.parse_args(argv)
     try:
-        print(convert(args.src, args.dst, args.clip_weights, args.layout, args.dtype))
+        print(convert(args.src, args.dst, args.clip_weights, args.layout, args.dtype, args.overwrite))
     except Exception as error:  # noqa: BLE001 - every failure becomes one line (see vifi_jax.cli)
         cli.fail(error, args.verbose)
     return 0

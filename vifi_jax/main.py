@@ -18,7 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import cli
-from vifi_jax import api, evaluate, sharding, train, workdirs
+from vifi_jax import api, config_checks, evaluate, sharding, train, workdirs
 
 log = logging.getLogger("vifi_jax.main")
 
@@ -76,6 +76,7 @@ def default_workdir(config_argument):
 
 def run_evaluation(config, workdir):
     """Evaluate `model.init` on every eval set; returns (and writes) the results."""
+    config_checks.check(config)
     model, note = api.from_config(config.model, jnp.dtype(config.model.dtype), seed=config.seed)
     if note:
         log.warning(note)
@@ -96,6 +97,7 @@ def main(argv):
     config = FLAGS.config
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/zeroshot.py")
+    config_checks.check(config)
     if FLAGS.distributed:
         jax.distributed.initialize()
     workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))

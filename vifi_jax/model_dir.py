@@ -1,4 +1,9 @@
-"""A vifi_jax model directory: `config.json` (model fields) + `params/` (Orbax, fp32)."""
+"""A vifi_jax model directory: `config.json` (model fields) + `params/` (Orbax, fp32).
+
+Reading one checks the config's fields and the stored array shapes against the model they describe
+before anything is allocated, so a damaged or hostile directory ends in an error naming the field or the
+parameter, not in a million-layer trace or a 50 GB allocation.
+"""
 import json
 import os
 
@@ -6,8 +11,20 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from data_pipelines import files
+from vifi_jax.models import clip
+
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class ModelDirError(ValueError):
+    """A directory that is not a usable vifi_jax model."""
+
+
+def is_model_dir(directory):
+    return os.path.isfile(os.path.join(directory, CONFIG_FILE)) and os.path.isdir(os.path.join(directory, PARAMS_DIR))
 
 
 def save(directory, config, params):
@@ -17,7 +34,7 @@ def save(directory, config, params):
     """
     directory = os.path.abspath(os.fspath(directory))
     os.makedirs(directory, exist_ok=True)
-    params = _to_numpy(params)
+    params = jax.tree.map(np.asarray, params)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(os.path.join(directory, PARAMS_DIR), params, force=True)
     if jax.process_index() == 0:
@@ -25,21 +42,62 @@ def save(directory, config, params):
             json.dump(config, f, indent=2, sort_keys=True)
 
 
-def load(directory):
-    """(config, params as nested numpy fp32 arrays) from a directory written by `save`."""
-    directory = os.path.abspath(os.fspath(directory))
-    config_path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.isfile(config_path):
+def read_config(directory):
+    """The model fields of a model directory, checked (`clip.check_fields`)."""
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{directory} is not a vifi_jax model directory (no {CONFIG_FILE}); "
                                 "convert PyTorch weights with `python -m vifi_jax.convert SRC DIR`")
-    with open(config_path) as f:
-        config = json.load(f)
+    with files.open_regular(path, "model config") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ModelDirError(f"{path} is larger than {MAX_CONFIG_BYTES >> 10} KiB; not a model config")
+    try:
+        config = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelDirError(f"{path} is not valid JSON ({error})") from error
+    clip.check_fields(config, path)
+    return config
+
+
+def _stored_shapes(params_dir):
     with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(os.path.join(directory, PARAMS_DIR))
-    return config, _to_numpy(params)
+        metadata = checkpointer.metadata(params_dir)
+    tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", getattr(metadata, "item_metadata", metadata))
+    flat = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}/")
+        else:
+            flat[prefix[:-1]] = (tuple(node.shape), np.dtype(node.dtype))
+
+    walk(tree, "")
+    return flat
 
 
-def _to_numpy(tree):
-    if isinstance(tree, dict):
-        return {k: _to_numpy(v) for k, v in tree.items()}
-    return np.asarray(tree)
+def load(directory):
+    """(config, params as nested numpy fp32 arrays) from a directory written by `save`."""
+    from vifi_jax import convert  # convert writes model directories; the import is one way at module level
+    directory = os.path.abspath(os.fspath(directory))
+    config = read_config(directory)
+    params_dir = os.path.join(directory, PARAMS_DIR)
+    if not os.path.isdir(params_dir):
+        raise ModelDirError(f"{directory} has a {CONFIG_FILE} but no {PARAMS_DIR}/ directory")
+    expected = convert.expected_shapes(config)
+    try:
+        stored = _stored_shapes(params_dir)
+    except Exception as error:  # noqa: BLE001 - Orbax/tensorstore raise many kinds on a damaged directory
+        raise ModelDirError(f"{params_dir} is not a readable Orbax checkpoint ({type(error).__name__}: "
+                            f"{error})") from error
+    problems = [f"{p}: stored {stored[p][0]}, config implies {expected[p]}" for p in sorted(set(stored) & set(expected))
+                if stored[p][0] != expected[p] or stored[p][1] != np.float32]
+    problems += [f"{p}: missing" for p in sorted(set(expected) - set(stored))]
+    problems += [f"{p}: not in the model" for p in sorted(set(stored) - set(expected))]
+    if problems:
+        raise ModelDirError(f"{directory}: parameters do not match {CONFIG_FILE}: " + "; ".join(problems[:10]))
+    abstract = convert.unflatten({p: jax.ShapeDtypeStruct(shape, np.float32) for p, shape in expected.items()})
+    with ocp.StandardCheckpointer() as checkpointer:
+        params = checkpointer.restore(params_dir, abstract)
+    return config, jax.tree.map(np.asarray, params)

@@ -6,13 +6,17 @@
 W is anything `vifi_jax.load` accepts (a ViFi-CLIP .pth with --clip_weights, OpenAI .pt, a vifi_jax
 directory, openai:ViT-B/16). Each video goes through the official test pipeline (`vifi_jax.load_video`:
 TSN centre frames, short side 256, centre crop, ImageNet statistics). Class texts are "a photo of a
-{label}.", or the model's learned prompts for a prompting (bridge-and-prompt) model. A missing or
-undecodable video gets a per-file error; the others are still classified. Exit status 1 if any failed.
+{label}.", or the model's learned prompts for a prompting (bridge-and-prompt) model. Each video's result
+is printed as soon as it is known (a table, or with --json one JSON object per line). A missing,
+undecodable or oversized video gets its own error; the others are still classified. Exit status 1 if any
+failed.
 """
 import json
 import logging
 import sys
 
+import cv2
+import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
@@ -34,7 +38,7 @@ def define_flags():
     flags.DEFINE_enum("text_mode", None, ["template", "bare", "prompt"],
                       "Class text: 'a photo of a {}.' (template), the bare name, or through the model's learned "
                       "prompts (prompt). Default: prompt for a model with text prompts, template otherwise.")
-    flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
+    flags.DEFINE_bool("json", False, "Print one JSON object per video and line (JSON Lines) instead of a table.")
 
 
 def read_label_names(labels, labels_file):
@@ -46,35 +50,42 @@ def read_label_names(labels, labels_file):
     return names
 
 
-def predict(model, paths, names, top_k=5, num_frames=32, text_mode=None):
-    """[{video, labels: [{label, probability}]} or {video, error}] in the order given."""
+def classify(model, paths, names, top_k=5, num_frames=32, text_mode=None):
+    """Yield {video, labels: [{label, probability}]} or {video, error} per video, in order, as each is done.
+
+    Any failure on one video (unreadable, too large, out of memory, ...) becomes that video's error."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
     text = model.encode_text(model.class_texts(names, text_mode))
     size = model.config["image_resolution"]
-    out = []
     for path in paths:
         try:
             frames = api.load_video(path, num_frames, size)
-        except (video.VideoError, ValueError) as error:
-            out.append({"video": path, "error": str(error)})
+            probs = np.asarray(jax.nn.softmax(model.logit_scale * model.encode_video(frames) @ text.T))[0]
+        except (video.VideoError, OSError, ValueError, MemoryError, cv2.error) as error:
+            yield {"video": path, "error": cli.describe(error)}
             continue
-        logits = np.asarray(model.logit_scale * model.encode_video(frames) @ text.T)[0]
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
         best = np.argsort(-probs, kind="stable")[:top_k]
-        out.append({"video": path, "labels": [{"label": names[i], "probability": float(probs[i])} for i in best]})
-    return out
+        yield {"video": path, "labels": [{"label": names[i], "probability": float(probs[i])} for i in best]}
 
 
-def format_table(results):
-    lines = []
-    for r in results:
-        lines.append(r["video"])
-        if "error" in r:
-            lines.append(f"  error: {r['error']}")
-            continue
-        width = max(len(x["label"]) for x in r["labels"])
-        lines += [f"  {x['label']:<{width}}  {100 * x['probability']:6.2f}%" for x in r["labels"]]
-    return "\n".join(lines)
+def predict(model, paths, names, top_k=5, num_frames=32, text_mode=None):
+    """[{video, labels: [{label, probability}]} or {video, error}] in the order given."""
+    return list(classify(model, paths, names, top_k, num_frames, text_mode))
+
+
+def printable(text):
+    """`text` on one line: control characters (a newline in a file name) are escaped, not printed."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def format_result(result):
+    """One video's lines of the table."""
+    lines = [printable(result["video"])]
+    if "error" in result:
+        return lines + [f"  error: {printable(result['error'])}"]
+    width = max(len(printable(x["label"])) for x in result["labels"])
+    return lines + [f"  {printable(x['label']):<{width}}  {100 * x['probability']:6.2f}%" for x in result["labels"]]
 
 
 def main(argv):
@@ -82,11 +93,15 @@ def main(argv):
     paths = argv[1:]
     if not paths:
         raise app.UsageError("give one or more video files")
+    if FLAGS.top_k < 1:
+        raise app.UsageError(f"--top_k must be at least 1, got {FLAGS.top_k}")
     names = read_label_names(FLAGS.labels, FLAGS.labels_file)
     model = api.load(FLAGS.weights, FLAGS.clip_weights, jnp.float32)
-    results = predict(model, paths, names, FLAGS.top_k, FLAGS.num_frames, FLAGS.text_mode)
-    print(json.dumps(results, indent=1) if FLAGS.json else format_table(results))
-    if any("error" in r for r in results):
+    failed = 0
+    for result in classify(model, paths, names, FLAGS.top_k, FLAGS.num_frames, FLAGS.text_mode):
+        print(json.dumps(result) if FLAGS.json else "\n".join(format_result(result)), flush=True)
+        failed += "error" in result
+    if failed:
         sys.exit(1)
 
 

@@ -6,6 +6,7 @@ archive's serialized code, `code/__torch__/<module>.py`, as `__parameters__ = [.
 `__buffers__ = [...]` in each class. Those files are parsed as syntax trees, never compiled or run.
 """
 import ast
+import types
 
 MAX_TYPES = 10_000  # distinct TorchScript classes one archive may name (OpenAI's ViT-B/16 names ~20)
 
@@ -14,6 +15,7 @@ class ScriptObject:
     """A TorchScript object (a module, a class or an enum) reduced to its attributes."""
     qualname = ""
     declared = None  # (parameters, buffers, is_module) from the archive's code, where it has them
+    attributes = types.MappingProxyType({})  # until the pickle sets the state
 
     def __init__(self, *args):
         self.attributes = {"value": args[0]} if len(args) == 1 else {}

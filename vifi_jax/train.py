@@ -19,7 +19,8 @@ import numpy as np
 import optax
 
 from data_pipelines import cli, pipeline
-from vifi_jax import api, checkpoint, convert, data, evaluate, mixup, model_dir, schedule, sharding, workdirs
+from vifi_jax import api, checkpoint, config_checks, convert, data, evaluate, mixup, model_dir, schedule, sharding, \
+    workdirs
 from vifi_jax.models import clip
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
 
     A workdir with checkpoints is resumed, unless its saved config differs in a field that changes results
     (`workdirs.ChangedConfigError`; `resume_changed_config=True` resumes anyway)."""
+    config_checks.check(config)
     workdirs.prepare_training(workdir, config, resume_changed_config)
     t = config.train
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)

@@ -33,6 +33,58 @@ VARIANTS = {
 }
 
 
+# Sane bounds of every field: a model file saying `vision_layers=1000000` is an error, not a trace of a
+# million layers. ViT-L/14 at 336 px is well inside them.
+FIELD_BOUNDS = {
+    "embed_dim": (1, 16384), "image_resolution": (1, 4096), "vision_layers": (1, 256), "vision_width": (64, 16384),
+    "vision_patch_size": (1, 1024), "context_length": (2, 4096), "vocab_size": (1, 10_000_000),
+    "transformer_width": (1, 16384), "transformer_heads": (1, 1024), "transformer_layers": (1, 256),
+    "vision_prompts": (0, 4096), "vision_prompt_depth": (0, 256), "text_prompts": (0, 4096),
+    "text_prompt_depth": (0, 256)}
+PROMPT_FIELDS = ("vision_prompts", "vision_prompt_depth", "text_prompts", "text_prompt_depth")
+
+
+class ModelConfigError(ValueError):
+    """Model fields that do not describe a buildable CLIP."""
+
+
+def check_fields(config, source="model config"):
+    """Raise ModelConfigError naming every field of `config` (CLIP's fields) that is missing, of the wrong
+    type, out of bounds or inconsistent with another."""
+    if not isinstance(config, dict):
+        raise ModelConfigError(f"{source}: expected an object of model fields, found {type(config).__name__}")
+    problems = [f"{key}: missing" for key in FIELD_BOUNDS if key not in PROMPT_FIELDS and key not in config]
+    problems += [f"{key}: unknown field" for key in config if key not in FIELD_BOUNDS]
+    values = {}
+    for key, (low, high) in FIELD_BOUNDS.items():
+        value = config.get(key, 0)
+        if type(value) is not int:
+            problems.append(f"{key}: {value!r} is not an integer")
+        elif not low <= value <= high:
+            problems.append(f"{key}: {value} is outside {low}..{high}")
+        else:
+            values[key] = value
+    if not problems:
+        v = values
+        if v["vision_width"] % 64:
+            problems.append(f"vision_width: {v['vision_width']} is not a multiple of 64 (the head width)")
+        if v["transformer_width"] % v["transformer_heads"]:
+            problems.append(f"transformer_heads: {v['transformer_heads']} does not divide transformer_width "
+                            f"{v['transformer_width']}")
+        if v["image_resolution"] % v["vision_patch_size"]:
+            problems.append(f"vision_patch_size: {v['vision_patch_size']} does not divide image_resolution "
+                            f"{v['image_resolution']}")
+        for tower, layers in (("vision", "vision_layers"), ("text", "transformer_layers")):
+            if v[f"{tower}_prompt_depth"] > v[layers]:
+                problems.append(f"{tower}_prompt_depth: {v[f'{tower}_prompt_depth']} exceeds {layers} {v[layers]}")
+            if v[f"{tower}_prompt_depth"] and not v[f"{tower}_prompts"]:
+                problems.append(f"{tower}_prompt_depth: {v[f'{tower}_prompt_depth']} with no {tower}_prompts")
+        if v["text_prompts"] >= v["context_length"] - 1:
+            problems.append(f"text_prompts: {v['text_prompts']} leaves no room in context_length {v['context_length']}")
+    if problems:
+        raise ModelConfigError(f"{source}: not a usable model config: " + "; ".join(problems))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _layer_norm(x, scale, bias, epsilon):
     return _layer_norm_forward(x, scale, bias, epsilon)[0]

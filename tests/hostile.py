@@ -1,0 +1,364 @@
+"""Hostile and broken inputs, generated, and a harness that feeds them to load, convert and predict.
+
+    python tests/hostile.py make DIR            write every case under DIR (and DIR/cases.json)
+    python tests/hostile.py run TOOL DIR        run TOOL (load | convert | predict) on every case for it, each
+                                                under a 3 GiB address-space limit and a time limit; prints one
+                                                JSON line per case: exit code, stderr, seconds, files written
+
+Every case is a few bytes to a few MB that would, without the defences, crash the process, read out of
+bounds, exhaust memory, hang, or destroy a user's files. Each must end in one clear `error:` line, a
+non-zero exit and nothing written. Nothing here is ever unpickled by Python's own unpickler.
+"""
+import json
+import os
+import struct
+import sys
+import zipfile
+import zlib
+
+ADDRESS_SPACE = 3 << 30
+TIME_LIMIT = 90
+
+
+class Pickle:
+    """A tiny protocol-2 pickle writer: opcodes spelled out, so a case says exactly what the file holds."""
+
+    def __init__(self, protocol=2):
+        self.parts = [bytes([0x80, protocol])]
+
+    def op(self, code):
+        self.parts.append(code)
+        return self
+
+    def glob(self, module, name):
+        return self.op(b"c" + module.encode() + b"\n" + name.encode() + b"\n")
+
+    def str(self, text):
+        data = text.encode()
+        return self.op(b"X" + struct.pack("<I", len(data)) + data)
+
+    def int(self, n):
+        return self.op(b"J" + struct.pack("<i", n) if -2 ** 31 <= n < 2 ** 31 else b"\x8a\x08" + struct.pack("<q", n))
+
+    def ints(self, values):
+        self.op(b"(")
+        for v in values:
+            self.int(v)
+        return self.op(b"t")
+
+    def put(self, index):
+        return self.op(b"q" + bytes([index]))
+
+    def get(self, index):
+        return self.op(b"h" + bytes([index]))
+
+    def bytes(self):
+        return b"".join(self.parts) + b"."
+
+
+def tensor(p, key, numel, offset, size, stride, storage="FloatStorage"):
+    """Push torch._utils._rebuild_tensor_v2(<storage key of numel>, offset, size, stride, False, OrderedDict())."""
+    p.glob("torch._utils", "_rebuild_tensor_v2").op(b"(")
+    p.op(b"(").str("storage").glob("torch", storage).str(key).str("cpu").int(numel).op(b"t").op(b"Q")
+    p.int(offset).ints(size).ints(stride).op(b"\x89").glob("collections", "OrderedDict").op(b")R")
+    return p.op(b"tR")
+
+
+def state_dict_pickle(key, numel, offset, size, stride):
+    p = Pickle().op(b"}").str("w")
+    return tensor(p, key, numel, offset, size, stride).op(b"s").bytes()
+
+
+def zip_checkpoint(path, data_pkl, storages=None, byteorder=None, compress_storage=False, compress_pickle=False):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl,
+                         compress_type=zipfile.ZIP_DEFLATED if compress_pickle else zipfile.ZIP_STORED)
+        if byteorder is not None:
+            archive.writestr("archive/byteorder", byteorder)
+        for key, raw in (storages or {}).items():
+            archive.writestr(f"archive/data/{key}", raw,
+                             compress_type=zipfile.ZIP_DEFLATED if compress_storage else zipfile.ZIP_STORED)
+        archive.writestr("archive/version", "3\n")
+    return path
+
+
+def legacy_checkpoint(path, numel, data_bytes):
+    """torch < 1.6 layout: magic, protocol, sys info, object pickle, storage keys, then size + raw data."""
+    magic = bytes([0x80, 2]) + b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little") + b"."  # LONG1
+    protocol = Pickle().int(1001).bytes()
+    sys_info = Pickle().op(b"}").str("little_endian").op(b"\x88").op(b"s").bytes()
+    objects = Pickle().op(b"}").str("w")
+    objects.glob("torch._utils", "_rebuild_tensor_v2").op(b"(")
+    objects.op(b"(").str("storage").glob("torch", "FloatStorage").str("0").str("cpu").int(numel).op(b"N").op(b"t")
+    objects.op(b"Q").int(0).ints([numel]).ints([1]).op(b"\x89").glob("collections", "OrderedDict").op(b")R")
+    objects.op(b"tR").op(b"s")
+    keys = Pickle().op(b"]").str("0").op(b"a").bytes()
+    with open(path, "wb") as f:
+        f.write(magic + protocol + sys_info + objects.bytes() + keys + struct.pack("<q", numel) + data_bytes)
+    return path
+
+
+def script_archive(path, data_pkl):
+    return zip_checkpoint(path, data_pkl)
+
+
+def cyclic_module():
+    """A TorchScript object whose attribute is itself."""
+    p = Pickle().glob("__torch__", "Loop").op(b")\x81").put(0).op(b"}").str("self").get(0).op(b"s").op(b"b")
+    return p.bytes()
+
+
+def shared_graph(levels=64):
+    """Objects whose two attributes are the same child, 64 levels deep: 2^64 paths through 64 objects."""
+    parts = [bytes([0x80, 2]), b"c__torch__\nLeaf\n)\x81}bq\x00"]
+    for level in range(1, levels):
+        child = b"h" + bytes([level - 1])
+        parts.append(b"c__torch__\nNode\n)\x81}(X\x01\x00\x00\x00a" + child + b"X\x01\x00\x00\x00b" + child +
+                     b"ubq" + bytes([level]))
+    return b"".join(parts) + b"."
+
+
+def class_flood(count=20_000):
+    parts = [bytes([0x80, 2]), b"("]
+    for i in range(count):
+        parts.append(f"c__torch__.m{i}\nC\n".encode() + b")\x81")
+    parts.append(b"l.")
+    return b"".join(parts)
+
+
+def build_on_function():
+    p = Pickle().glob("torch._utils", "_rebuild_tensor_v2").op(b"N").op(b"}").str("__defaults__").ints([1, 2])
+    return p.op(b"s").op(b"\x86").op(b"b").bytes()
+
+
+def build_on_class():
+    p = Pickle().glob("yacs.config", "CfgNode").op(b"N").op(b"}").str("__setstate__").glob("builtins", "set")
+    return p.op(b"s").op(b"\x86").op(b"b").bytes()
+
+
+def object_dtype_field():
+    """numpy.dtype('f8') whose BUILD state adds an object field (the pointer-forging recipe)."""
+    p = Pickle().op(b"}").str("x").glob("numpy.core.multiarray", "scalar")
+    p.glob("numpy", "dtype").str("f8").op(b"\x89\x88\x87R")  # dtype("f8", False, True)
+    p.op(b"(").int(3).str("|").op(b"N").op(b"(").str("a").op(b"t")  # state: (3, "|", None, ("a",), ...
+    p.op(b"}").str("a").op(b"N").int(0).op(b"\x86").op(b"s")  # ... {"a": (<field dtype>, 0)}, ...
+    p.int(8).int(1).int(63).op(b"t").op(b"b")  # ... 8, 1, 63), BUILD
+    p.op(b"C\x08AAAAAAAA").op(b"\x86R").op(b"s")  # scalar(dtype, b"AAAAAAAA"): 0x4141414141414141
+    return p.bytes()
+
+
+def object_dtype_name():
+    p = Pickle().op(b"}").str("x").glob("numpy", "dtype").str("O8").op(b"\x89\x88\x87R").op(b"s")
+    return p.bytes()
+
+
+def numpy_array():
+    p = Pickle().glob("numpy.core.multiarray", "_reconstruct").glob("numpy", "ndarray").ints([0])
+    return p.op(b"C\x01b\x87R").bytes()
+
+
+def bad_encoding():
+    return Pickle().glob("_codecs", "encode").str("x").str("zlib_codec").op(b"\x86R").bytes()
+
+
+def write_model_dir(directory, mutate_config=None, params=None):
+    """A vifi_jax model directory of the tiny test model, its config changed by `mutate_config`."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from conftest import TINY
+    from vifi_jax import api, model_dir
+    model = api.init("ViT-B/16", seed=0, **TINY)
+    model_dir.save(directory, model.config, params if params is not None else model.params)
+    if mutate_config:
+        path = os.path.join(directory, "config.json")
+        with open(path) as f:
+            config = json.load(f)
+        text = mutate_config(config)
+        with open(path, "w") as f:
+            f.write(text if isinstance(text, str) else json.dumps(config))
+    return directory
+
+
+def make(root):
+    """Write every case under `root`; returns [{name, path, tools, expect}] (expect: a regex of the error)."""
+    os.makedirs(root, exist_ok=True)
+    cases = []
+
+    def case(name, path, expect, tools=("load", "convert", "predict")):
+        cases.append({"name": name, "path": str(path), "expect": expect, "tools": list(tools)})
+
+    def at(name):
+        return os.path.join(root, name)
+
+    one_float = {"0": struct.pack("<f", 1.0)}
+    case("stride_out_of_storage", zip_checkpoint(at("stride.pth"), state_dict_pickle("0", 1, 0, [2], [10 ** 9]),
+                                                 one_float), "reaches past its 1-element storage")
+    case("numel_out_of_storage", zip_checkpoint(at("numel.pth"), state_dict_pickle("0", 1, 0, [50_000], [1]),
+                                                one_float), "reaches past its 1-element storage")
+    case("negative_stride", zip_checkpoint(at("negative.pth"), state_dict_pickle("0", 4, 3, [4], [-1]),
+                                           {"0": bytes(16)}), "malformed")
+    case("negative_offset", zip_checkpoint(at("offset.pth"), state_dict_pickle("0", 4, -2, [2], [1]),
+                                           {"0": bytes(16)}), "malformed")
+    case("stride_zero_3e9", zip_checkpoint(at("stride0.pth"), state_dict_pickle("0", 1, 0, [3 * 10 ** 9], [0]),
+                                           one_float), "would exceed the memory")
+    case("storage_larger_than_entry", zip_checkpoint(at("short_entry.pth"), state_dict_pickle(
+        "0", 10 ** 9, 0, [10 ** 9], [1]), one_float), "declares 4 bytes where exactly")
+    case("zip_bomb", zip_checkpoint(at("bomb.pth"), state_dict_pickle("0", 16 << 20, 0, [16 << 20], [1]),
+                                    {"0": bytes(64 << 20)}, compress_storage=True), "compression bomb")
+    case("object_dtype_field", zip_checkpoint(at("dtype_field.pth"), object_dtype_field()), "only plain numeric")
+    case("object_dtype", zip_checkpoint(at("dtype_object.pth"), object_dtype_name()), "only plain numeric")
+    case("numpy_array", zip_checkpoint(at("ndarray.pth"), numpy_array()), r"holds a numpy array")
+    case("build_on_function", zip_checkpoint(at("build_function.pth"), build_on_function()),
+         "tries to set the state of torch._utils._rebuild_tensor_v2")
+    case("build_on_class", zip_checkpoint(at("build_class.pth"), build_on_class()),
+         "tries to set the state of class ConfigNode")
+    case("codec", zip_checkpoint(at("codec.pth"), bad_encoding()), "_codecs.encode with 'zlib_codec'")
+    case("class_flood", zip_checkpoint(at("flood.pt"), class_flood(), compress_pickle=True),
+         "more than 10000 TorchScript classes")
+    case("cyclic_module", script_archive(at("cyclic.pt"), cyclic_module()), "contains a cycle")
+    case("shared_graph", script_archive(at("shared.pt"), shared_graph()), "no CLIP parameters")
+    case("legacy_short", legacy_checkpoint(at("legacy_short.pth"), 10 ** 9, b"\x00" * 16), "truncated or inconsistent")
+    case("byteorder", zip_checkpoint(at("byteorder.pth"), state_dict_pickle("0", 1, 0, [1], [1]), one_float,
+                                     byteorder="banana"), "byteorder is 'banana'")
+    with open(at("half.pth"), "wb") as f:
+        real = zip_checkpoint(at("whole.pth"), state_dict_pickle("0", 1024, 0, [1024], [1]), {"0": bytes(4096)})
+        data = open(real, "rb").read()
+        f.write(data[:len(data) // 2])
+    case("zip_cut_in_half", at("half.pth"), "is a zip archive but truncated or corrupt")
+    with open(at("zeros.pth"), "wb") as f:
+        f.truncate(3 << 30)  # sparse: 3 GB of zeros that take no disk
+    case("zeros_3gb", at("zeros.pth"), "not a PyTorch checkpoint")
+    os.mkfifo(at("fifo.safetensors"))
+    case("fifo_safetensors", at("fifo.safetensors"), "is a FIFO")
+    os.mkfifo(at("fifo.pth"))
+    case("fifo_pth", at("fifo.pth"), "is a FIFO")
+    case("dev_zero", "/dev/zero", "is a device")
+    case("model_layers", write_model_dir(at("md_layers"), lambda c: c.update(vision_layers=10 ** 6)),
+         "vision_layers: 1000000 is outside")
+    case("model_resolution", write_model_dir(at("md_resolution"), lambda c: c.update(image_resolution=100_000)),
+         "image_resolution: 100000 is outside")
+    case("model_heads", write_model_dir(at("md_heads"), lambda c: c.update(transformer_heads=0)),
+         "transformer_heads: 0 is outside")
+    case("model_types", write_model_dir(at("md_types"), lambda c: c.update(embed_dim="32")),
+         "embed_dim: '32' is not an integer")
+    case("model_missing", write_model_dir(at("md_missing"), lambda c: c.pop("vocab_size")), "vocab_size: missing")
+    case("model_json", write_model_dir(at("md_json"), lambda c: "{not json"), "is not valid JSON")
+    case("model_shapes", write_model_dir(at("md_shapes"), lambda c: c.update(embed_dim=16)),
+         "parameters do not match config.json")
+
+    # videos, through predict (the model is a good one)
+    os.mkfifo(at("fifo.mp4"))
+    with open(at("concat.mp4"), "w") as f:
+        f.write(f"ffconcat version 1.0\nfile {at('fifo.mp4')}\n")
+    with open(at("playlist.m3u8"), "w") as f:
+        f.write(f"#EXTM3U\n#EXTINF:1,\n{at('concat.mp4')}\n")
+    import cv2
+    import numpy as np
+    writer = cv2.VideoWriter(at("huge.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 1, (8192, 8192))
+    writer.write(np.zeros((8192, 8192, 3), np.uint8))
+    writer.release()
+    newline = at("evil\n  forged label  99.99%.mp4")
+    with open(newline, "wb") as f:
+        f.write(b"not a video")
+    for name, path, expect in (("concat_to_fifo", at("concat.mp4"), "cannot open it"),
+                               ("playlist", at("playlist.m3u8"), "cannot open it"),
+                               ("huge_frames", at("huge.avi"), "frames are 8192x8192"),
+                               ("fifo_video", at("fifo.mp4"), "is a FIFO"),
+                               ("directory_video", root, "is a directory"),
+                               ("newline_name", newline, "cannot open it")):
+        cases.append({"name": name, "path": path, "expect": expect, "tools": ["predict_video"]})
+
+    # destinations, through convert (the source is a good model directory)
+    good = write_model_dir(at("good_model"))
+    user = at("user_files")
+    os.makedirs(user)
+    with open(os.path.join(user, "thesis.tex"), "w") as f:
+        f.write("years of work")
+    for name, destination, expect in (("user_directory", user, "is not a vifi_jax model directory"),
+                                      ("existing_model", at("good_model"), "pass --overwrite"),
+                                      ("unknown_suffix", at("out.npz"), "unknown destination type")):
+        cases.append({"name": name, "path": good, "destination": destination, "expect": expect,
+                      "tools": ["convert_destination"]})
+    with open(os.path.join(root, "cases.json"), "w") as f:
+        json.dump({"cases": cases, "good_model": good}, f, indent=1)
+    return cases
+
+
+def _limit():
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+
+def _listing(root):
+    found = set()
+    for directory, _, names in os.walk(root):
+        found.update(os.path.join(directory, n) for n in names)
+    return found
+
+
+def run(tool, root):
+    """Run `tool` on every case for it, in this process (limited), one JSON line per case on stdout."""
+    import contextlib
+    import io
+    import signal
+    import time
+
+    with open(os.path.join(root, "cases.json")) as f:
+        spec = json.load(f)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from absl import flags
+    from vifi_jax import api, convert, predict
+    if tool.startswith("predict"):
+        predict.define_flags()
+    _limit()
+
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"still running after {TIME_LIMIT} s")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    for case in spec["cases"]:
+        if tool not in case["tools"]:
+            continue
+        output = os.path.join(root, f"out-{case['name']}")
+        before = _listing(root)
+        stderr, stdout = io.StringIO(), io.StringIO()
+        start, code = time.time(), 0
+        signal.alarm(TIME_LIMIT)
+        try:
+            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
+                if tool == "load":
+                    try:
+                        api.load(case["path"])
+                    except Exception as error:  # noqa: BLE001 - what the library raises is what is judged
+                        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+                        code = 1
+                elif tool == "convert":
+                    convert.main([case["path"], output])
+                elif tool == "convert_destination":
+                    convert.main([case["path"], case["destination"]])
+                else:
+                    weights = spec["good_model"] if tool == "predict_video" else case["path"]
+                    videos = [case["path"]] if tool == "predict_video" else [os.path.join(root, "huge.avi")]
+                    argv = ["predict", f"--weights={weights}", "--labels=a,b", "--num_frames=2", *videos]
+                    flags.FLAGS.unparse_flags()
+                    remaining = flags.FLAGS(argv)
+                    from data_pipelines import cli
+                    cli.guarded(predict.main)(remaining)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        except BaseException as error:  # noqa: BLE001 - a crash of the harness's case is a failed case
+            code, stderr = 99, io.StringIO(f"HARNESS: {type(error).__name__}: {error}")
+        finally:
+            signal.alarm(0)
+        written = sorted(_listing(root) - before)
+        print(json.dumps({"name": case["name"], "code": code, "stderr": stderr.getvalue(),
+                          "stdout": stdout.getvalue(), "seconds": round(time.time() - start, 2),
+                          "written": written, "expect": case["expect"]}), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "make":
+        make(sys.argv[2])
+    elif sys.argv[1] == "run":
+        run(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit(__doc__)

@@ -1,0 +1,37 @@
+"""Experiment configs: every unusable value fails at start-up, naming its field."""
+import pytest
+
+from configs import base2novel, few_shot, fully_supervised, zeroshot
+from vifi_jax import config_checks, main, train
+
+
+@pytest.mark.parametrize("config", [zeroshot.get_config(""), zeroshot.get_config("train"),
+                                    base2novel.get_config("prompting"), few_shot.get_config("smoke"),
+                                    fully_supervised.get_config("")], ids=["zs", "zs_train", "b2n", "fs", "sup"])
+def test_the_shipped_configs_pass(config):
+    config_checks.check(config)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("train.lr", -1e-5), ("train.batch_size", 0), ("train.accumulation_steps", 0), ("log_every", 0),
+    ("eval.every_epochs", 0), ("checkpoint.every_steps", -1), ("eval.batch_size", 0), ("data.num_frames", 0),
+    ("data.input_size", -224), ("train.epochs", 0), ("data.max_bad_fraction", 1.5), ("data.max_bad_fraction", -0.1),
+    ("train.use", "all"), ("text_mode", "ensemble"), ("model.dtype", "int8"), ("train.lr", float("nan"))])
+def test_a_bad_value_is_named(field, value):
+    config = zeroshot.get_config("train,smoke")
+    section, _, key = field.rpartition(".")
+    (config[section] if section else config)[key] = value
+    with pytest.raises(config_checks.ConfigError, match=rf"{field}={value!r}".replace("(", r"\(").replace(")", r"\)")):
+        config_checks.check(config)
+
+
+def test_training_and_evaluation_check_before_any_work(tmp_path):
+    config = zeroshot.get_config("train,smoke")
+    config.train.lr = -1.0
+    with pytest.raises(config_checks.ConfigError, match="train.lr=-1.0"):
+        train.train_and_evaluate(config, str(tmp_path / "t"))
+    config = zeroshot.get_config("smoke")
+    config.data.num_frames = 0
+    with pytest.raises(config_checks.ConfigError, match="data.num_frames=0"):
+        main.run_evaluation(config, str(tmp_path / "e"))
+    assert not (tmp_path / "t").exists() and not (tmp_path / "e").exists()

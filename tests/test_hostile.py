@@ -1,0 +1,68 @@
+"""Hostile and broken files (tests/hostile.py) through load, convert and predict, under a memory and a time
+limit: each ends in one clear error, a non-zero exit and nothing written; none crashes, hangs or runs out
+of memory, and no user file is touched."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import hostile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOOLS = ("load", "convert", "predict", "predict_video", "convert_destination")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("hostile"))
+    cases = hostile.make(root)
+    found = {}
+    for tool in TOOLS:
+        run = subprocess.run([sys.executable, os.path.join(HERE, "hostile.py"), "run", tool, root],
+                             capture_output=True, text=True, timeout=1200)
+        assert run.returncode == 0, f"the {tool} harness itself died (a crash?):\n{run.stderr[-3000:]}"
+        found[tool] = [json.loads(line) for line in run.stdout.splitlines()]
+        assert [r["name"] for r in found[tool]] == [c["name"] for c in cases if tool in c["tools"]]
+    return root, found
+
+
+def failures(entries, where):
+    bad = []
+    for r in entries:
+        text = r[where]
+        problems = [p for p, failed in (
+            ("exit status 0", r["code"] == 0), ("harness crash", r["code"] == 99),
+            (f"no {r['expect']!r}", not re.search(r["expect"], text)), ("traceback", "Traceback" in r["stderr"]),
+            (f"wrote {r['written']}", bool(r["written"])), ("slow", r["seconds"] > 30)) if failed]
+        if problems:
+            bad.append(f"{r['name']}: {', '.join(problems)}; stderr: {r['stderr'][-400:]!r}")
+    return bad
+
+
+@pytest.mark.parametrize("tool", ["load", "convert", "predict"])
+def test_hostile_checkpoints_end_in_one_clear_error(results, tool):
+    _, found = results
+    assert not failures(found[tool], "stderr")
+    if tool != "load":  # the command-line tools: exactly one line, `error: ...`, exit status 1
+        for r in found[tool]:
+            lines = r["stderr"].strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: ") and r["code"] == 1, r
+
+
+def test_hostile_videos_are_per_video_errors_and_forge_no_lines(results):
+    _, found = results
+    assert not failures(found["predict_video"], "stdout")
+    for r in found["predict_video"]:
+        assert r["code"] == 1 and "error:" in r["stdout"]
+        assert not any(line.startswith("  forged") for line in r["stdout"].splitlines()), r["stdout"]
+
+
+def test_destructive_destinations_are_refused_and_user_files_survive(results):
+    root, found = results
+    assert not failures(found["convert_destination"], "stderr")
+    with open(os.path.join(root, "user_files", "thesis.tex")) as f:
+        assert f.read() == "years of work"
+    assert sorted(os.listdir(os.path.join(root, "user_files"))) == ["thesis.tex"]

@@ -1,0 +1,85 @@
+"""Experiment configs checked before any work starts: every bad value is named with its field.
+
+A negative learning rate would train by gradient ascent to the end; a zero batch size would divide by
+zero after the first updates; a zero frame count would make every video look unreadable. Each is an
+error at start-up instead.
+"""
+import math
+
+TEXT_MODES = ("auto", "template", "bare", "prompt")
+SOURCES = ("files", "tfds", "demo")
+DTYPES = ("float32", "bfloat16", "float16")
+NORMALIZATIONS = ("imagenet", "clip")
+
+
+class ConfigError(ValueError):
+    """Config fields with values no run can use."""
+
+
+def _get(config, field):
+    node = config
+    for part in field.split("."):
+        node = node[part]
+    return node
+
+
+def check(config):
+    """Raise ConfigError naming every unusable field of an experiment config (see configs/common.py)."""
+    from vifi_jax import train  # train checks its config with this module
+    problems = []
+
+    def need(field, ok, description):
+        try:
+            value = _get(config, field)
+        except (KeyError, AttributeError):
+            problems.append(f"{field}: missing")
+            return
+        try:
+            good = ok(value)
+        except TypeError:
+            good = False
+        if not good:
+            problems.append(f"{field}={value!r}: {description}")
+
+    def positive_int(value):
+        return type(value) is int and value > 0
+
+    def number(value):
+        return type(value) in (int, float) and math.isfinite(value)
+
+    for field in ("train.batch_size", "train.accumulation_steps", "train.epochs", "train.reference_world_size",
+                  "log_every", "eval.every_epochs", "eval.batch_size", "checkpoint.every_steps", "checkpoint.keep",
+                  "data.num_frames", "data.input_size", "eval.num_clips", "eval.num_crops",
+                  "eval.final_num_clips", "eval.final_num_crops"):
+        need(field, positive_int, "must be a positive integer")
+    need("train.lr", lambda v: number(v) and v >= 0, "must be a finite number >= 0")
+    need("train.warmup_epochs", lambda v: type(v) is int and v >= 0, "must be an integer >= 0")
+    need("train.weight_decay", lambda v: number(v) and v >= 0, "must be a finite number >= 0")
+    need("train.min_lr_ratio", lambda v: number(v) and 0 <= v <= 1, "must be in [0, 1]")
+    need("train.label_smoothing", lambda v: number(v) and 0 <= v < 1, "must be in [0, 1)")
+    need("train.mixup_switch_prob", lambda v: number(v) and 0 <= v <= 1, "must be in [0, 1]")
+    need("train.mixup_alpha", lambda v: number(v) and v > 0, "must be > 0")
+    need("train.cutmix_alpha", lambda v: number(v) and v > 0, "must be > 0")
+    need("train.b1", lambda v: number(v) and 0 <= v < 1, "must be in [0, 1)")
+    need("train.b2", lambda v: number(v) and 0 <= v < 1, "must be in [0, 1)")
+    need("train.eps", lambda v: number(v) and v > 0, "must be > 0")
+    need("train.max_steps", lambda v: type(v) is int and (v == -1 or v > 0), "must be -1 (no limit) or > 0")
+    need("train.use", lambda v: v in train.USES, f"must be one of {train.USES}")
+    need("data.max_bad_fraction", lambda v: number(v) and 0 <= v <= 1, "must be in [0, 1]")
+    need("data.num_workers", lambda v: type(v) is int and v >= 0, "must be an integer >= 0")
+    need("data.source", lambda v: v in SOURCES, f"must be one of {SOURCES}")
+    need("data.normalize", lambda v: v in NORMALIZATIONS, f"must be one of {NORMALIZATIONS}")
+    need("text_mode", lambda v: v in TEXT_MODES, f"must be one of {TEXT_MODES}")
+    need("model.dtype", lambda v: v in DTYPES, f"must be one of {DTYPES}")
+    need("mesh.fsdp", positive_int, "must be a positive integer")
+    need("mesh.data", lambda v: type(v) is int and (v == -1 or v > 0), "must be -1 (all devices) or > 0")
+    need("mode", lambda v: v in ("train", "eval", "zeroshot"), "must be train, eval or zeroshot")
+    for field in ("model.vision_prompts", "model.vision_prompt_depth", "model.text_prompts",
+                  "model.text_prompt_depth"):
+        need(field, lambda v: type(v) is int and v >= 0, "must be an integer >= 0")
+    if not problems and config.train.batch_size % config.train.reference_world_size:
+        problems.append(f"train.batch_size={config.train.batch_size}: must be a multiple of "
+                        f"train.reference_world_size={config.train.reference_world_size} (the GPUs of the run being "
+                        "reproduced)")
+    if problems:
+        raise ConfigError("config: " + "; ".join(problems))
