@@ -221,3 +221,21 @@ def test_openai_name_loads_through_the_cache(openai_model, tmp_path, monkeypatch
     ours = convert.flat_to_openai(convert.flatten(params))  # fp32: the archive's fp16 tensors widen exactly
     assert_states_equal(ours, {k: v.float().numpy() for k, v in served_state.items()
                                if k not in convert.OPENAI_BUFFERS})
+
+
+def test_destinations_safetensors_and_overwrite(openai_model, tmp_path, capsys):
+    reference = perturbed_reference(openai_model)
+    torch.save(reference.state_dict(), tmp_path / "clip.pth")
+    assert convert.main([str(tmp_path / "clip.pth"), str(tmp_path / "clip.safetensors")]) == 0
+    assert os.path.isfile(tmp_path / "clip.safetensors")  # a file, not a directory named .safetensors
+    _, params = convert.read(tmp_path / "clip.safetensors")
+    assert_states_equal(convert.flat_to_openai(convert.flatten(params)), state_dict_numpy(reference))
+    assert convert.main([str(tmp_path / "clip.pth"), str(tmp_path / "model")]) == 0
+    with pytest.raises(SystemExit):
+        convert.main([str(tmp_path / "clip.safetensors"), str(tmp_path / "model")])
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert convert.main([str(tmp_path / "clip.safetensors"), str(tmp_path / "model"), "--overwrite"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["clip.pth", "clip.safetensors", "model"]  # no staging left behind
+    with pytest.raises(SystemExit):
+        convert.main([str(tmp_path / "clip.pth"), str(tmp_path / "clip.safetensors")])
+    assert "exists; pass --overwrite" in capsys.readouterr().err

@@ -59,3 +59,9 @@ def test_a_weights_problem_is_one_line(model_and_videos, weights, expected):
     code, out, err = run(f"--weights={weights}", "--labels=a,b", videos[0], env={"VIFI_JAX_OFFLINE": "1"})
     assert code == 1 and out == "" and err.startswith(expected) and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_top_k_below_one_is_a_usage_error(model_and_videos):
+    weights, videos, _ = model_and_videos
+    code, out, err = run(f"--weights={weights}", "--labels=a,b", "--top_k=0", videos[0])
+    assert code != 0 and out == "" and "--top_k must be at least 1, got 0" in err and "Traceback" not in err
