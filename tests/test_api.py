@@ -1,4 +1,5 @@
 """The public API end to end: load, encode, score, save, reload."""
+import json
 import numpy as np
 import pytest
 import torch
@@ -86,3 +87,16 @@ def test_init_gives_a_working_random_model():
     logits = model.logits(np.zeros((1, 2, 64, 64, 3), np.float32), ["a", "b"])
     assert logits.shape == (1, 2) and np.isfinite(logits).all()
     np.testing.assert_allclose(float(model.logit_scale), 1 / 0.07, rtol=1e-5)
+
+
+def test_a_model_directory_keeps_its_remat_switch(tmp_path):
+    model = vifi_jax.init("ViT-B/32", embed_dim=16, image_resolution=64, vision_layers=1, vision_width=64,
+                          transformer_width=64, transformer_heads=1, transformer_layers=1)
+    model.save(tmp_path / "dir")
+    config_file = tmp_path / "dir" / "config.json"
+    fields = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**fields, "remat": True}))   # as training writes a remat model
+    assert vifi_jax.load(tmp_path / "dir").logits(np.zeros((1, 2, 64, 64, 3), np.float32), ["a"]).shape == (1, 1)
+    config_file.write_text(json.dumps({**fields, "remat": "yes"}))
+    with pytest.raises(ValueError, match="remat: 'yes' is not true or false"):
+        vifi_jax.load(tmp_path / "dir")

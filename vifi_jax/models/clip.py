@@ -42,6 +42,7 @@ FIELD_BOUNDS = {
     "vision_prompts": (0, 4096), "vision_prompt_depth": (0, 256), "text_prompts": (0, 4096),
     "text_prompt_depth": (0, 256)}
 PROMPT_FIELDS = ("vision_prompts", "vision_prompt_depth", "text_prompts", "text_prompt_depth")
+SWITCHES = ("remat",)  # optional booleans: how the model runs, not what it computes
 
 
 class ModelConfigError(ValueError):
@@ -54,7 +55,9 @@ def check_fields(config, source="model config"):
     if not isinstance(config, dict):
         raise ModelConfigError(f"{source}: expected an object of model fields, found {type(config).__name__}")
     problems = [f"{key}: missing" for key in FIELD_BOUNDS if key not in PROMPT_FIELDS and key not in config]
-    problems += [f"{key}: unknown field" for key in config if key not in FIELD_BOUNDS]
+    problems += [f"{key}: unknown field" for key in config if key not in FIELD_BOUNDS and key not in SWITCHES]
+    problems += [f"{key}: {config[key]!r} is not true or false" for key in SWITCHES
+                 if key in config and type(config[key]) is not bool]
     values = {}
     for key, (low, high) in FIELD_BOUNDS.items():
         value = config.get(key, 0)
