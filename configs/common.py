@@ -11,6 +11,18 @@ TINY_MODEL = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_wid
                   transformer_layers=2)
 
 
+DATASET_NAMES = ("hmdb51", "ucf101", "k400", "k600", "ssv2")
+OLD_DATASET_NAMES = {"hmdb": "hmdb51", "ucf": "ucf101"}  # earlier spellings, still accepted
+
+
+def dataset_name(name, offered):
+    """The one spelling of a dataset (`DATASET_NAMES`), checked against what a config offers."""
+    name = OLD_DATASET_NAMES.get(name, name)
+    if name not in offered:
+        raise ValueError(f"dataset={name!r}: this config offers {', '.join(offered)}")
+    return name
+
+
 def parse_arg(arg, **defaults):
     """big_vision style 'key=value,flag' → ConfigDict over `defaults` (a bare word sets a bool to True)."""
     result = ml_collections.ConfigDict(defaults)
@@ -29,8 +41,9 @@ def parse_arg(arg, **defaults):
     return result
 
 
-def eval_set(list_file, labels):
-    return ml_collections.ConfigDict(dict(list_file=list_file, labels=labels))
+def eval_set(list_file, labels, tfds_split=""):
+    """An evaluation set: an official list file and label CSV, or (data.source=tfds) a TFDS split name."""
+    return ml_collections.ConfigDict(dict(list_file=list_file, labels=labels, tfds_split=tfds_split))
 
 
 def base_config():
@@ -59,7 +72,7 @@ def base_config():
                                             width=170))))
     c.train = ml_collections.ConfigDict(dict(
         use="both",  # both | image | text | prompts: which parameters train
-        epochs=30, warmup_epochs=5, lr=8e-6, min_lr_ratio=0.01, continuous_schedule=False,
+        epochs=30, warmup_epochs=5, lr=8e-6, min_lr_ratio=0.01,
         weight_decay=1e-3, b1=0.9, b2=0.98, eps=1e-8,
         batch_size=32, accumulation_steps=1,
         reference_world_size=8,  # GPUs of the official run: iterations per epoch are counted as its loader did
@@ -74,6 +87,19 @@ def base_config():
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3, async_save=True))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     c.log_every = 50
+    return c
+
+
+def finish(c, arg, num_prompts, depth, prompt_lr):
+    """The arguments every training config shares: `use=` (what fine-tuning trains), `prompting`
+    (bridge-and-prompt with these prompts and LR instead) and `smoke`."""
+    if arg.prompting and arg.use != "both":
+        raise ValueError("use= picks what fine-tuning trains; prompting trains only the prompts")
+    c.train.use = arg.use
+    if arg.prompting:
+        prompting(c, num_prompts, depth, prompt_lr)
+    if arg.smoke:
+        smoke(c)
     return c
 
 
@@ -100,7 +126,7 @@ def smoke(c, num_sets=None):
     c.train.reference_world_size = 1
     c.train.accumulation_steps = min(c.train.accumulation_steps, 2)
     c.eval.batch_size = 4
-    c.eval.final_num_clips, c.eval.final_num_crops = min(c.eval.final_num_clips, 2), c.eval.final_num_crops
+    c.eval.final_num_clips = min(c.eval.final_num_clips, 2)
     names = list(c.eval.sets.keys()) or ["val"]
     c.eval.sets = ml_collections.ConfigDict({name: eval_set("", "") for name in names[:num_sets]})
     c.checkpoint.every_steps = 2

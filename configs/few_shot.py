@@ -3,7 +3,7 @@
     --config=configs/few_shot.py:dataset=hmdb51,shots=2              fine-tuning from OpenAI CLIP, 50 epochs
     --config=configs/few_shot.py:dataset=ssv2,shots=16,prompting     bridge-and-prompt (10/10 tokens, depth 12)
     --config=configs/few_shot.py:dataset=ucf101,shots=4,use=image    CLIP image-FT (use=text: text-FT)
-    append ,smoke for seconds on a CPU
+    append ,smoke for seconds on a CPU (dataset=hmdb and ucf are accepted for hmdb51 and ucf101)
 """
 from configs import common
 
@@ -16,23 +16,14 @@ DATASETS = {  # split dir, validation file, label csv, classes
 
 def get_config(arg=None):
     arg = common.parse_arg(arg, dataset="hmdb51", shots=2, prompting=False, use="both", smoke=False)
-    if arg.dataset not in DATASETS or arg.shots not in (2, 4, 8, 16):
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)} and shots 2/4/8/16, got {arg.dataset}, {arg.shots}")
-    splits, val, labels, classes = DATASETS[arg.dataset]
+    if arg.shots not in (2, 4, 8, 16):
+        raise ValueError(f"shots must be 2, 4, 8 or 16, got {arg.shots}")
+    splits, val, labels, classes = DATASETS[common.dataset_name(arg.dataset, tuple(DATASETS))]
     c = common.base_config()
-    c.mode = "train"
-    c.data.num_frames = 32
     c.data.train_file = f"datasets_splits/{splits}/train1_few_shot_{arg.shots}.txt"
     c.data.labels, c.data.num_classes = f"labels/{labels}", classes
-    c.train.epochs, c.train.warmup_epochs, c.train.lr = 50, 5, 2e-6
+    c.train.epochs, c.train.lr = 50, 2e-6
     c.train.accumulation_steps = 2  # 32 x 2 = 64
     c.eval.every_epochs = 10
     c.eval.sets = {"val": common.eval_set(f"datasets_splits/{splits}/{val}", f"labels/{labels}")}
-    if arg.prompting and arg.use != "both":
-        raise ValueError("use= picks what fine-tuning trains; prompting trains only the prompts")
-    c.train.use = arg.use
-    if arg.prompting:
-        common.prompting(c, num_prompts=10, depth=12, lr=8e-3)
-    if arg.smoke:
-        common.smoke(c)
-    return c
+    return common.finish(c, arg, num_prompts=10, depth=12, prompt_lr=8e-3)

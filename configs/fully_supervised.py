@@ -10,12 +10,10 @@ from configs import common
 def get_config(arg=None):
     arg = common.parse_arg(arg, use="both", smoke=False)
     c = common.base_config()
-    c.mode = "train"
     c.data.num_frames = 16
     c.data.train_file, c.data.labels = "datasets_splits/k400_splits/train.txt", "labels/kinetics_400_labels.csv"
     c.data.num_classes = 400
     c.train.use = arg.use
-    c.train.epochs, c.train.warmup_epochs = 30, 5
     if arg.use == "both":
         c.train.lr, c.train.accumulation_steps = 2.2e-5, 16  # 32 x 16 = 512
     else:

@@ -72,18 +72,17 @@ def read_labels(path):
 
 @dataclasses.dataclass(frozen=True)
 class ListFile:
-    """What a list file holds: absolute video paths and integer labels, plus files found missing."""
+    """What a list file holds: absolute video paths and integer labels."""
     paths: tuple
     labels: tuple
-    missing: tuple = ()
 
 
 def read_list_file(path, root="", num_classes=None, check_files=False):
     """Parse `relative/path label` lines (the official datasets_splits/ format), paths joined to `root`.
 
     Labels are checked against `num_classes`. With `check_files`, every file is stat-ed up front (fast:
-    no decoding) and missing or empty ones are returned in `missing` and logged, so a run knows them
-    before it starts; they are also handled as bad samples during the run.
+    no decoding) and missing or empty ones are logged, so a run knows them before it starts; they are
+    also handled as bad samples during the run.
     """
     if files.regular_file_problem(path) == "does not exist":
         raise DatasetError(f"list file {path} does not exist (expected lines '<relative path> <label>')")
@@ -104,13 +103,12 @@ def read_list_file(path, root="", num_classes=None, check_files=False):
         labels.append(label)
     if not paths:
         raise DatasetError(f"list file {path} lists no videos")
-    missing = ()
     if check_files:
-        missing = tuple(p for p in paths if not os.path.isfile(p) or os.path.getsize(p) == 0)
+        missing = [p for p in paths if not os.path.isfile(p) or os.path.getsize(p) == 0]
         if missing:
             log.warning("%d of %d videos in %s are missing or empty under root %r, e.g. %s", len(missing),
-                            len(paths), path, root, ", ".join(missing[:5]))
-    return ListFile(tuple(paths), tuple(labels), missing)
+                        len(paths), path, root, ", ".join(missing[:5]))
+    return ListFile(tuple(paths), tuple(labels))
 
 
 class VideoFileSource:

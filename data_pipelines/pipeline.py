@@ -11,6 +11,7 @@ A video that cannot be read is never fatal and never hidden: in training it is r
 drawn from the element's RNG, and each batch carries the source indices and reasons of the videos it
 had to skip (`bad_index`, `bad_reason`), which `BadSamples` turns into a report and a stop condition.
 """
+import collections
 import dataclasses
 import gc
 import json
@@ -42,7 +43,6 @@ class ClipSpec:
     color_jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
     flip_prob: float = 0.5
-    normalize: str = ""  # "" keeps uint8 (normalise on device); "imagenet" or "clip" gives float32
 
     @property
     def num_views(self):
@@ -57,9 +57,8 @@ def reason_code(error):
 class LoadClip(grain.transforms.RandomMap):
     """Source index → {frames [V,T,H,W,3], label, index, valid, bad_index, bad_reason}; picklable."""
 
-    def __init__(self, source, spec, dataset_size=None):
+    def __init__(self, source, spec):
         self.source, self.spec = source, spec
-        self.dataset_size = len(source) if dataset_size is None else dataset_size
 
     def _views(self, index, rng):
         spec = self.spec
@@ -72,13 +71,10 @@ class LoadClip(grain.transforms.RandomMap):
         else:
             crops = transforms.test_transform(frames, spec.size, spec.num_crops)
             views = crops.reshape(spec.num_views, spec.num_frames, *crops.shape[2:])
-        if spec.normalize:
-            views = transforms.normalize(views, spec.normalize)
-        return views, label
+        return views, label  # uint8: normalised on the device
 
     def _empty(self):
-        shape = (self.spec.num_views, self.spec.num_frames, self.spec.size, self.spec.size, 3)
-        return np.zeros(shape, np.float32 if self.spec.normalize else np.uint8)
+        return np.zeros((self.spec.num_views, self.spec.num_frames, self.spec.size, self.spec.size, 3), np.uint8)
 
     def random_map(self, index, rng):
         cv2.setNumThreads(1)  # one core per loader worker: no oversubscription
@@ -216,11 +212,8 @@ class BadSamples:
         return len(self.found) / max(len(self.source), 1)
 
     def summary(self):
-        by_reason = {}
-        for reason in self.found.values():
-            by_reason[reason] = by_reason.get(reason, 0) + 1
         return {"count": len(self.found), "dataset_size": len(self.source), "fraction": self.fraction,
-                "max_fraction": self.max_fraction, "by_reason": by_reason,
+                "max_fraction": self.max_fraction, "by_reason": dict(collections.Counter(self.found.values())),
                 "videos": [{"file": self.source.name(i), "reason": r} for i, r in sorted(self.found.items())]}
 
     def check(self):

@@ -144,6 +144,8 @@ def test_transform(frames, size=224, num_crops=1):
 
 
 def normalize(frames, kind="imagenet"):
-    """float32 (x - mean) / std on 0-255 RGB values; kind is "imagenet" (official) or "clip"."""
+    """float32 (x - mean) / std on 0-255 RGB values; kind is "imagenet" (official) or "clip".
+
+    Works on numpy arrays (host) and jax arrays (training and evaluation normalise uint8 on the device)."""
     mean, std = NORMALIZATIONS[kind]
-    return (frames.astype(np.float32) - np.float32(mean)) / np.float32(std)
+    return (frames.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)

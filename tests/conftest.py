@@ -1,12 +1,22 @@
 """Shared test helpers: OpenAI's reference code loaded by file path, tiny configs, random weights."""
+import atexit
 import functools
 import importlib.util
 import os
+import shutil
 import tempfile
 
-import jax
-import numpy as np
-import pytest
+# One JAX compilation cache for the session, which the programs the tests start share (set before jax is
+# imported, so this process uses it too): the smoke train step and the towers compile once, not per process.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vifi_jax_test_jit_cache_")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "float32")
 # Generated demo clips and downloads go to a fresh cache, never the user's.
@@ -82,15 +92,35 @@ def _as_released(reference, openai_model, dtype):
     return model
 
 
+_ARCHIVES = tempfile.mkdtemp(prefix="vifi_jax_test_archives_")
+atexit.register(shutil.rmtree, _ARCHIVES, True)
+
+
+def _archive_once(kind, reference, dtype, path, write):
+    """Copy of the archive `write` makes for these weights: each is traced or scripted once per session."""
+    import hashlib
+    digest = hashlib.sha1(f"{kind}{dtype}".encode())
+    for key, value in sorted(reference.state_dict().items()):
+        digest.update(key.encode() + value.detach().cpu().numpy().tobytes())
+    made = os.path.join(_ARCHIVES, digest.hexdigest() + ".pt")
+    if not os.path.exists(made):
+        write(made)
+    shutil.copyfile(made, path)
+    return path
+
+
 def write_openai_jit_archive(reference, openai_model, path, dtype="float16"):
     """Save `reference` the way OpenAI distributes CLIP: a traced TorchScript archive (fp16 weights by default)."""
     import torch
-    model = _as_released(reference, openai_model, dtype)
-    size = model.visual.input_resolution
-    traced = torch.jit.trace_module(
-        model, {"encode_image": torch.zeros(1, 3, size, size, dtype=getattr(torch, dtype))}, check_trace=False)
-    traced.save(str(path))
-    return path
+
+    def trace(target):
+        model = _as_released(reference, openai_model, dtype)
+        size = model.visual.input_resolution
+        traced = torch.jit.trace_module(
+            model, {"encode_image": torch.zeros(1, 3, size, size, dtype=getattr(torch, dtype))}, check_trace=False)
+        traced.save(target)
+
+    return _archive_once("trace", reference, dtype, path, trace)
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,12 +143,14 @@ def _scriptable_clip_module():
 def write_openai_script_archive(reference, openai_model, path, dtype="float16"):
     """Save `reference` as a `torch.jit.script` archive (specialised lists and type tags in its pickle)."""
     import torch
-    scriptable = _scriptable_clip_module()
-    model = scriptable.CLIP(**{k: v for k, v in _fields(reference).items()}).eval()
-    model.load_state_dict(reference.state_dict())
-    model = _as_released(model, scriptable, dtype)
-    torch.jit.script(model).save(str(path))
-    return path
+
+    def script(target):
+        scriptable = _scriptable_clip_module()
+        model = scriptable.CLIP(**{k: v for k, v in _fields(reference).items()}).eval()
+        model.load_state_dict(reference.state_dict())
+        torch.jit.script(_as_released(model, scriptable, dtype)).save(target)
+
+    return _archive_once("script", reference, dtype, path, script)
 
 
 def _fields(reference):

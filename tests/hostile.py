@@ -14,7 +14,6 @@ import os
 import struct
 import sys
 import zipfile
-import zlib
 
 ADDRESS_SPACE = 3 << 30
 TIME_LIMIT = 90

@@ -33,6 +33,8 @@ def test_load_encode_and_score_like_the_official_model(archive):
     np.testing.assert_allclose(np.linalg.norm(video, axis=-1), 1, rtol=1e-6)
     np.testing.assert_allclose(model.encode_text(vifi_jax.tokenize(texts)), text, rtol=1e-6)
     assert vifi_jax.tokenize(texts).shape == (3, 77)
+    np.testing.assert_array_equal(model.logits(frames, text), model.logits(frames, texts))  # features once
+    np.testing.assert_allclose(model.logits(frames, text), model.logit_scale * video @ text.T, rtol=1e-5)
 
 
 def test_save_and_save_pytorch_reload_to_the_same_model(archive):

@@ -3,8 +3,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from flax import traverse_util
 
-from conftest import TINY, perturbed_reference, relative_error, state_dict_numpy
+from conftest import perturbed_reference, relative_error, state_dict_numpy
 from vifi_jax import convert, tokenizer
 from vifi_jax.models import clip
 
@@ -17,7 +18,7 @@ def flax_model_and_params(reference, **fields):
     config = convert.infer_config(state)
     flat, unexpected = convert.openai_to_flat(state)
     assert not unexpected
-    return clip.CLIP(**config, **fields), convert.unflatten(flat)
+    return clip.CLIP(**config, **fields), traverse_util.unflatten_dict(flat, sep="/")
 
 
 def reference_features(reference, images_nhwc, ids):
@@ -106,12 +107,13 @@ def test_param_paths_mirror_openai_keys(openai_model):
     reference = perturbed_reference(openai_model)
     model, params = flax_model_and_params(reference)
     init = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32), tokenizer.tokenize(["a"]))
-    init_flat = convert.flatten(init["params"])
-    assert set(init_flat) == set(convert.flatten(params))
+    init_flat = traverse_util.flatten_dict(init["params"], sep="/")
+    assert set(init_flat) == set(traverse_util.flatten_dict(params, sep="/"))
     assert "visual/transformer/resblocks_2/mlp/c_fc/kernel" in init_flat
     assert "transformer/resblocks_0/attn/in_proj/kernel" in init_flat
     assert len(init_flat) == len(reference.state_dict())
-    assert TINY["vision_layers"] == 3
+    blocks = {k.split("/")[2] for k in init_flat if k.startswith("visual/transformer/resblocks_")}
+    assert len(blocks) == len(reference.visual.transformer.resblocks) == 3  # resblocks_2 above is the last one
 
 
 def test_layer_norm_matches_flax_values_and_gradients():

@@ -2,7 +2,7 @@
 import pytest
 
 from configs import base2novel, few_shot, fully_supervised, zeroshot
-from vifi_jax import config_checks, main, train
+from vifi_jax import config_checks, evaluate, train
 
 
 @pytest.mark.parametrize("config", [zeroshot.get_config(""), zeroshot.get_config("train"),
@@ -33,5 +33,5 @@ def test_training_and_evaluation_check_before_any_work(tmp_path):
     config = zeroshot.get_config("smoke")
     config.data.num_frames = 0
     with pytest.raises(config_checks.ConfigError, match="data.num_frames=0"):
-        main.run_evaluation(config, str(tmp_path / "e"))
+        evaluate.run_evaluation(config, str(tmp_path / "e"))
     assert not (tmp_path / "t").exists() and not (tmp_path / "e").exists()

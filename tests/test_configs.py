@@ -1,23 +1,23 @@
-"""Every official setting builds; every smoke variant runs one real train step (or its evaluation)."""
+"""Every official setting builds; smoke variants covering each training path (both towers, image, text,
+prompts; one or two eval sets; accumulation; multi-view final evaluation) run a real train step."""
 import pytest
 
 from configs import base2novel, common, few_shot, fully_supervised, zeroshot
-from vifi_jax import main, train
+from vifi_jax import evaluate, train
 
-FULL = [(zeroshot, a) for a in ("", "train", "train,use=image", "train,use=text", "hmdb", "ucf", "k600")]
+FULL = [(zeroshot, a) for a in ("", "train", "train,use=image", "train,use=text", "dataset=hmdb51", "dataset=ucf101",
+                                 "dataset=k600", "hmdb")]
 FULL += [(base2novel, f"dataset={d},split={s}{p}") for d in base2novel.DATASETS for s in (1, 2, 3)
          for p in ("", ",prompting")]
 FULL += [(few_shot, f"dataset={d},shots={k}{p}") for d in few_shot.DATASETS for k in (2, 4, 8, 16)
          for p in ("", ",prompting")]
 FULL += [(fully_supervised, a) for a in ("", "use=image", "use=text")]
-FULL += [(base2novel, "dataset=ucf,use=image"), (few_shot, "dataset=ssv2,shots=8,use=text")]
+FULL += [(base2novel, "dataset=ucf101,use=image"), (base2novel, "dataset=ucf"), (few_shot, "dataset=hmdb"),
+         (few_shot, "dataset=ssv2,shots=8,use=text")]
 
-SMOKE_TRAIN = [(zeroshot, "train,smoke"), (zeroshot, "train,use=image,smoke"), (zeroshot, "train,use=text,smoke"),
-               (base2novel, "dataset=ssv2,split=2,smoke"), (base2novel, "dataset=hmdb,prompting,smoke"),
-               (few_shot, "dataset=ucf101,shots=4,smoke"), (few_shot, "dataset=ssv2,shots=16,prompting,smoke"),
-               (fully_supervised, "smoke"), (fully_supervised, "use=image,smoke"),
-               (fully_supervised, "use=text,smoke")]
-SMOKE_EVAL = [(zeroshot, "smoke"), (zeroshot, "hmdb,smoke"), (zeroshot, "k600,smoke")]
+SMOKE_TRAIN = [(zeroshot, "train,use=image,smoke"), (base2novel, "dataset=ssv2,split=2,smoke"),
+               (few_shot, "dataset=ssv2,shots=16,prompting,smoke"), (fully_supervised, "use=text,smoke")]
+SMOKE_EVAL = [(zeroshot, "smoke"), (zeroshot, "dataset=k600,smoke")]
 
 
 def name(param):
@@ -40,14 +40,19 @@ def test_settings_follow_the_reference_table():
     fs = fully_supervised.get_config()
     assert (fs.data.num_frames, fs.train.lr, fs.train.batch_size * fs.train.accumulation_steps) == (16, 2.2e-5, 512)
     assert (fs.eval.final_num_clips, fs.eval.final_num_crops) == (4, 3)
-    b2n = base2novel.get_config("dataset=ucf,split=3,prompting")
+    b2n = base2novel.get_config("dataset=ucf101,split=3,prompting")
     assert (b2n.model.text_prompts, b2n.model.vision_prompt_depth, b2n.train.lr, b2n.train.use, b2n.train.epochs) == \
         (16, 9, 4e-2, "prompts", 11)
     assert b2n.data.train_file.endswith("ucf_splits/fs_base_s3_train.txt") and set(b2n.eval.sets) == {"base", "novel"}
     few = few_shot.get_config("dataset=ssv2,shots=8,prompting")
     assert (few.model.vision_prompts, few.model.text_prompt_depth, few.train.lr, few.train.epochs) == (10, 12, 8e-3, 50)
-    k600 = zeroshot.get_config("k600")
+    k600 = zeroshot.get_config("dataset=k600")
     assert k600.eval.sets.split2.labels == "labels/ZS_split2_K600.csv"
+    assert zeroshot.get_config("hmdb").eval.sets.to_dict() == zeroshot.get_config("dataset=hmdb51").eval.sets.to_dict()
+    old_spelling = base2novel.get_config("dataset=hmdb").data.to_dict()
+    assert old_spelling == base2novel.get_config("dataset=hmdb51").data.to_dict()
+    with pytest.raises(ValueError, match="this config offers hmdb51, ucf101, ssv2"):
+        few_shot.get_config("dataset=k600")
     for c in (zs, fs, b2n, few):
         assert (c.train.weight_decay, c.train.b2, c.train.label_smoothing, c.train.mixup_alpha) == (1e-3, 0.98, 0.1, 0.8)
     assert base2novel.get_config("dataset=k400,use=text").train.use == "text"
@@ -57,7 +62,7 @@ def test_settings_follow_the_reference_table():
     assert zs.train.reference_world_size == 8 and zs.text_mode == "auto" and b2n.text_mode == "auto"
     with pytest.raises(ValueError, match="unknown config argument"):
         few_shot.get_config("dataset=ssv2,shot=8")
-    with pytest.raises(ValueError, match="shots 2/4/8/16"):
+    with pytest.raises(ValueError, match="shots must be 2, 4, 8 or 16"):
         few_shot.get_config("shots=3")
     assert common.parse_arg("a=3,b", a=1, b=False, c="x").to_dict() == {"a": 3, "b": True, "c": "x"}
 
@@ -69,11 +74,13 @@ def test_smoke_config_trains_one_step(module, arg, tmp_path):
     results = train.train_and_evaluate(c, str(tmp_path))
     assert len(results["history"]) == 1 and results["history"][0]["lr"] == 0.0  # the first update uses lr 0
     assert all(m["evaluated"] == m["videos"] for m in results["final"].values())
+    if set(results["final"]) == {"base", "novel"}:
+        assert set(results["summary"]) == {"harmonic_mean"}
 
 
 @pytest.mark.parametrize("module,arg", SMOKE_EVAL, ids=map(name, SMOKE_EVAL))
 def test_smoke_config_evaluates(module, arg, tmp_path):
-    results = main.run_evaluation(module.get_config(arg), str(tmp_path))
+    results = evaluate.run_evaluation(module.get_config(arg), str(tmp_path))
     assert results["final"] and all(0 <= m["top1"] <= 100 for m in results["final"].values())
     if len(results["final"]) == 3:
         assert set(results["summary"]) == {"top1_mean", "top1_std", "std"}

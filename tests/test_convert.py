@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from flax import traverse_util
 
 import official
 from conftest import TINY, perturbed_reference, state_dict_numpy, write_openai_jit_archive
@@ -90,8 +91,8 @@ def test_official_vifi_checkpoint_round_trip_is_bit_exact(openai_model, tmp_path
 
 
 @pytest.mark.parametrize("prompted", [False, True])
-def test_vifi_layout_loads_into_the_official_module_with_only_derived_buffers_missing(openai_model, tmp_path,
-                                                                                       prompted):
+def test_vifi_layout_loads_into_the_official_module_tree_with_only_derived_buffers_missing(openai_model, tmp_path,
+                                                                                            prompted):
     reference = perturbed_reference(openai_model)
     torch.save(reference.state_dict(), tmp_path / "clip.pth")
     source, path = official_checkpoint(reference, tmp_path / "vifi.pth", prompted)
@@ -114,12 +115,12 @@ def test_safetensors_source(openai_model, tmp_path):
     state = state_dict_numpy(perturbed_reference(openai_model))
     save_file(state, str(tmp_path / "clip.safetensors"))
     _, params = convert.read(tmp_path / "clip.safetensors")
-    assert_states_equal(convert.flat_to_openai(convert.flatten(params)), state)
+    assert_states_equal(convert.flat_to_openai(traverse_util.flatten_dict(params, sep="/")), state)
 
 
 def test_missing_token_embedding_asks_for_clip_weights(openai_model, tmp_path):
     _, path = official_checkpoint(perturbed_reference(openai_model), tmp_path / "v.pth")
-    with pytest.raises(convert.ConversionError, match="token_embedding.*--clip-weights.*clip_weights="):
+    with pytest.raises(convert.ConversionError, match="token_embedding.*--clip_weights.*clip_weights="):
         convert.read(path)
 
 
@@ -159,11 +160,12 @@ def test_cli_converts_both_ways_and_reports_errors_in_one_line(openai_model, tmp
     assert written == [f"wrote {tmp_path / 'model'}: {total:,} parameters",
                        f"wrote {tmp_path / 'out.pth'}: {total:,} parameters"]
     _, vifi_ckpt = official_checkpoint(reference, tmp_path / "v.pth")
+    # --clip-weights: the earlier spelling of --clip_weights
     assert convert.main([str(vifi_ckpt), str(tmp_path / "v_dir"), "--clip-weights", str(archive)]) == 0
     with pytest.raises(SystemExit) as exit_code:
         convert.main([str(vifi_ckpt), str(tmp_path / "v_dir2")])
     err = capsys.readouterr().err
-    assert exit_code.value.code == 1 and err.startswith("error: ") and "--clip-weights" in err
+    assert exit_code.value.code == 1 and err.startswith("error: ") and "--clip_weights" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     config, params = convert.read(tmp_path / "v_dir")
     assert config["transformer_width"] == 128 and "token_embedding" in params
@@ -218,7 +220,8 @@ def test_openai_name_loads_through_the_cache(openai_model, tmp_path, monkeypatch
                       "text_prompt_depth": 0}
     assert os.path.isfile(tmp_path / "cache" / "openai" / "ViT-B-16.pt")
     served_state = torch.jit.load(str(served), map_location="cpu").state_dict()
-    ours = convert.flat_to_openai(convert.flatten(params))  # fp32: the archive's fp16 tensors widen exactly
+    # fp32: the archive's fp16 tensors widen exactly
+    ours = convert.flat_to_openai(traverse_util.flatten_dict(params, sep="/"))
     assert_states_equal(ours, {k: v.float().numpy() for k, v in served_state.items()
                                if k not in convert.OPENAI_BUFFERS})
 
@@ -229,7 +232,8 @@ def test_destinations_safetensors_and_overwrite(openai_model, tmp_path, capsys):
     assert convert.main([str(tmp_path / "clip.pth"), str(tmp_path / "clip.safetensors")]) == 0
     assert os.path.isfile(tmp_path / "clip.safetensors")  # a file, not a directory named .safetensors
     _, params = convert.read(tmp_path / "clip.safetensors")
-    assert_states_equal(convert.flat_to_openai(convert.flatten(params)), state_dict_numpy(reference))
+    flat = traverse_util.flatten_dict(params, sep="/")
+    assert_states_equal(convert.flat_to_openai(flat), state_dict_numpy(reference))
     assert convert.main([str(tmp_path / "clip.pth"), str(tmp_path / "model")]) == 0
     with pytest.raises(SystemExit):
         convert.main([str(tmp_path / "clip.safetensors"), str(tmp_path / "model")])

@@ -19,7 +19,7 @@ def test_labels_are_quote_aware_and_ordered(tmp_path):
         datasets.read_labels(tmp_path / "nope.csv")
 
 
-def test_list_file_parsing_checks_labels_and_reports_missing_files(tmp_path):
+def test_list_file_parsing_checks_labels_and_reports_missing_files(tmp_path, caplog):
     (tmp_path / "a.avi").write_bytes(b"x")
     (tmp_path / "dir with space").mkdir()
     (tmp_path / "dir with space" / "b.mp4").write_bytes(b"x")
@@ -29,7 +29,8 @@ def test_list_file_parsing_checks_labels_and_reports_missing_files(tmp_path):
     parsed = datasets.read_list_file(listing, str(tmp_path), num_classes=3, check_files=True)
     assert parsed.labels == (0, 2, 1, 1)
     assert parsed.paths[1] == str(tmp_path / "dir with space" / "b.mp4")
-    assert parsed.missing == (str(tmp_path / "empty.mp4"), str(tmp_path / "gone.webm"))
+    assert f"2 of 4 videos in {listing} are missing or empty" in caplog.text
+    assert f"{tmp_path / 'empty.mp4'}, {tmp_path / 'gone.webm'}" in caplog.text
     with pytest.raises(datasets.DatasetError, match=r"val.txt:3: label 2 is outside 0..1"):
         datasets.read_list_file(listing, str(tmp_path), num_classes=2)
     listing.write_text("a.avi zero\n")

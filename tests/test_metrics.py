@@ -7,17 +7,18 @@ import sys
 import numpy as np
 import pytest
 
-from vifi_jax import evaluate, metrics, summarize
+from vifi_jax import metrics, summarize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_softmax_per_view_then_sum():
-    logits = np.array([[[10.0, 0.0], [0.0, 1.0], [0.0, 1.0]]])  # one confident view beats two unsure ones
+    logits = np.array([[[10.0, 0.0], [0.0, 3.0], [0.0, 3.0]]])  # one confident view against two fairly sure ones
     scores = metrics.aggregate_views(logits)
-    e = np.exp(1) / (1 + np.exp(1))
-    np.testing.assert_allclose(scores, [[1 / (1 + np.exp(-10)) + 2 * (1 - e), np.exp(-10) / (1 + np.exp(-10)) + 2 * e]])
-    assert scores.argmax() == 0  # whereas summed logits would pick class 0 too, mean probabilities decide here
+    p = 1 / (1 + np.exp(-3.0))  # softmax of (0, 3) for class 1
+    q = 1 / (1 + np.exp(-10.0))  # softmax of (10, 0) for class 0
+    np.testing.assert_allclose(scores, [[q + 2 * (1 - p), (1 - q) + 2 * p]])  # 1.095, 1.905
+    assert scores.argmax() == 1 and logits.sum(axis=1).argmax() == 0  # summed logits (10 vs 6) would pick class 0
 
 
 def test_top_k_and_mean_class_accuracy():
@@ -33,10 +34,10 @@ def test_harmonic_mean_and_mean_std(tmp_path):
     assert metrics.harmonic_mean(76.4, 61.1) == pytest.approx(67.89876, abs=1e-5)  # the paper's K400 67.9
     assert metrics.mean_std([50.0, 52.0, 54.0]) == (52.0, pytest.approx(1.632993, abs=1e-6))  # population std
     found = {"base": {"top1": 80.0}, "novel": {"top1": 60.0}}
-    assert evaluate.summarize(found) == {"harmonic_mean": pytest.approx(68.571428, abs=1e-6)}  # no mean over b/n
+    assert metrics.summarize_sets(found) == {"harmonic_mean": pytest.approx(68.571428, abs=1e-6)}  # no mean over b/n
     splits = {f"split{i}": {"top1": v} for i, v in enumerate((50.0, 52.0, 54.0))}
-    assert evaluate.summarize(splits) == {"top1_mean": 52.0, "top1_std": pytest.approx(1.632993, abs=1e-6),
-                                          "std": metrics.STD_CONVENTION}
+    assert metrics.summarize_sets(splits) == {"top1_mean": 52.0, "top1_std": pytest.approx(1.632993, abs=1e-6),
+                                              "std": metrics.STD_CONVENTION}
     runs = [{"base": {"top1": b}, "novel": {"top1": n}} for b, n in ((80, 60), (70, 50), (75, 55))]
     combined = summarize.base2novel(runs)
     assert combined["base"] == 75 and combined["novel"] == 55

@@ -49,7 +49,7 @@ def test_load_scores_like_the_official_model(checkpoints, kind):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_convert_reads_and_writes_back_the_official_layout_bit_exactly(checkpoints, kind, tmp_path, capsys):
     (model, path), clip_weights = checkpoints[0][kind], checkpoints[1]
-    assert convert.main([str(path), str(tmp_path / "dir"), "--clip-weights", str(clip_weights)]) == 0
+    assert convert.main([str(path), str(tmp_path / "dir"), "--clip_weights", str(clip_weights)]) == 0
     assert convert.main([str(tmp_path / "dir"), str(tmp_path / "back.pth")]) == 0
     report = capsys.readouterr().out
     back = torch.load(tmp_path / "back.pth", weights_only=True)["model"]
@@ -59,7 +59,7 @@ def test_convert_reads_and_writes_back_the_official_layout_bit_exactly(checkpoin
     for key in want:
         torch.testing.assert_close(back[key], want[key], rtol=0, atol=0, msg=key)
     assert f"{sum(v.numel() for v in want.values()):,} parameters in the ViFi-CLIP layout" in report
-    assert "--clip-weights" in report  # the written file lacks the token embedding, as official files do
+    assert "--clip_weights" in report  # the written file lacks the token embedding, as official files do
     reloaded = vifi_jax.load(tmp_path / "dir")
     frames = np.random.default_rng(1).normal(size=(1, 2, 32, 32, 3)).astype(np.float32)
     assert relative_error(reloaded.logits(frames, reloaded.class_texts(NAMES)), model(frames)) <= 1e-5

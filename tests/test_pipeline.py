@@ -90,9 +90,8 @@ def test_evaluation_pads_and_counts_every_video_once(source):
             seen += b["index"][b["valid"]].tolist()
             assert (b["index"][~b["valid"]] >= 12).all()
     assert sorted(seen) == list(range(12))
-    single = next(iter(pipeline.eval_dataset(source, pipeline.ClipSpec(4, 32, train=False, normalize="imagenet"), 2,
-                                             process=(0, 1))))
-    assert single["frames"].shape == (2, 1, 4, 32, 32, 3) and single["frames"].dtype == np.float32
+    single = next(iter(pipeline.eval_dataset(source, pipeline.ClipSpec(4, 32, train=False), 2, process=(0, 1))))
+    assert single["frames"].shape == (2, 1, 4, 32, 32, 3) and single["frames"].dtype == np.uint8
 
 
 def test_bad_videos_are_replaced_reported_and_limited(synthetic_videos, tmp_path):

@@ -1,7 +1,10 @@
 """prepare: list-file dataset → TFDS ArrayRecord of JPEG frames, read back by TfdsSource and the pipeline."""
 import numpy as np
+import pytest
 
+from configs import common
 from data_pipelines import datasets, pipeline, prepare, transforms, video
+from vifi_jax import data
 
 
 def test_prepared_frames_match_decoded_video_and_feed_the_pipeline(synthetic_videos, tmp_path):
@@ -26,3 +29,13 @@ def test_prepared_frames_match_decoded_video_and_feed_the_pipeline(synthetic_vid
     assert video.count_frames(videos.paths[stored_order[0]]) == len(source._parse(0)[0])
     batch = next(iter(pipeline.train_dataset(source, pipeline.ClipSpec(4, 32), 4, seed=0, process=(0, 1))))
     assert batch["frames"].shape == (4, 1, 4, 32, 32, 3) and batch["valid"].all()
+    config = common.base_config()
+    config.data.source, config.data.tfds_name = "tfds", "synthetic_frames"
+    config.data.tfds_data_dir = str(tmp_path / "tfds")
+    config.eval.sets = {"val": common.eval_set("", "", tfds_split="train"), "other": common.eval_set("", "")}
+    assert len(data.train_split(config).source) == 12
+    with pytest.raises(ValueError, match=r"needs --config.eval.sets.other.tfds_split"):
+        data.eval_splits(config)
+    del config.eval.sets["other"]
+    val = data.eval_splits(config)["val"]
+    assert val.description == "tfds:synthetic_frames[train]" and val.class_names == source.class_names

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import sample_frame_indices
-from data_pipelines.sampling import clip_offsets
+from data_pipelines.sampling import MODES
 
 
 class FixedDraws:
@@ -50,13 +50,17 @@ def test_multi_view_concatenates_independent_train_samplings():
     assert all((v // 125 == np.arange(8)).all() for v in views)
 
 
-def test_dense_clips_and_wrapping():
-    # clip_len 4, interval 2: span 7; test offsets = int(arange(2) * (20-7+1)/2 + 3.5) = [3, 10]
-    np.testing.assert_array_equal(sample_frame_indices(20, 2, "test", clip_len=4, frame_interval=2),
-                                  [3, 5, 7, 9, 10, 12, 14, 16])
-    # a clip longer than the video wraps modulo the frame count
-    np.testing.assert_array_equal(sample_frame_indices(3, 1, "test", clip_len=5), [0, 1, 2, 0, 1])
-    assert clip_offsets(10, 4, "train", FixedDraws([2, 0, 1, 2]), clip_len=8).tolist() == [0, 1, 2, 2]
+def test_every_index_is_a_frame_of_the_video():
+    rng = np.random.default_rng(0)
+    for num_frames in range(1, 40):
+        for segments in (1, 3, 8, 16, 32):
+            for mode in MODES:
+                got = sample_frame_indices(num_frames, segments, mode, rng)
+                assert got.shape == (segments,) and got.dtype == np.int64
+                assert ((got >= 0) & (got < num_frames)).all()
+    # mmaction: round(arange(3) * 2 / 3) = [0, 1, 1]; round(arange(3) / 3) = [0, 0, 1], and 1 wraps to 0
+    np.testing.assert_array_equal(sample_frame_indices(2, 3, "train", rng), [0, 1, 1])
+    np.testing.assert_array_equal(sample_frame_indices(1, 3, "train", rng), [0, 0, 0])
 
 
 def test_train_is_reproducible_and_bad_arguments_are_named():

@@ -36,11 +36,9 @@ def test_every_update_matches_the_reference(epochs, warmup, num_steps, accumulat
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12)
 
 
-def test_drop_at_the_end_of_warmup_and_the_continuous_variant():
+def test_drop_at_the_end_of_warmup():
     rates = schedule.make(1.0, 10, 5, 100)
     assert float(rates(500)) == pytest.approx(1.0 * 499 / 500)
     assert float(rates(501)) == pytest.approx(0.01 + 0.495 * (1 + math.cos(math.pi * 0.5)), rel=1e-5)  # ≈0.505
-    smooth = schedule.make(1.0, 10, 5, 100, continuous=True)
-    assert float(smooth(501)) == pytest.approx(1.0, rel=1e-5) and float(smooth(1000)) == pytest.approx(0.01, rel=1e-3)
     with pytest.raises(ValueError, match="cannot make one update"):
         schedule.make(1.0, 10, 5, 3, accumulation_steps=4)

@@ -20,15 +20,16 @@ def test_short_side_uses_mmcv_rounding():
 def test_multi_scale_crop_draws_every_official_box_and_no_other():
     rng = np.random.default_rng(0)
     drawn = {transforms.multi_scale_crop_box(256, 341, rng) for _ in range(4000)}
-    sides = [256, 224, 192, 168]  # int(256 * s) for s in (1, .875, .75, .66)
+    # Worked out by hand from mmaction's MultiScaleCrop (scales 1, .875, .75, .66 of the short side 256:
+    # sides 256, 224, 192, 168; width and height at most one scale apart) on a 341 x 256 frame:
+    # (crop w, crop h): (w_step, h_step) = ((341 - w) // 4, (256 - h) // 4)
+    steps = {(256, 256): (21, 0), (224, 256): (29, 0), (256, 224): (21, 8), (224, 224): (29, 8),
+             (192, 224): (37, 8), (224, 192): (29, 16), (192, 192): (37, 16), (168, 192): (43, 16),
+             (192, 168): (37, 22), (168, 168): (43, 22)}
     expected = set()
-    for i, h in enumerate(sides):
-        for j, w in enumerate(sides):
-            if abs(i - j) <= 1:
-                w_step, h_step = (341 - w) // 4, (256 - h) // 4
-                for x, y in [(0, 0), (4 * w_step, 0), (0, 4 * h_step), (4 * w_step, 4 * h_step),
-                             (2 * w_step, 2 * h_step)]:
-                    expected.add((x, y, w, h))
+    for (w, h), (w_step, h_step) in steps.items():  # the five fixed offsets (more_fix_crop=False)
+        for x, y in [(0, 0), (4 * w_step, 0), (0, 4 * h_step), (4 * w_step, 4 * h_step), (2 * w_step, 2 * h_step)]:
+            expected.add((x, y, w, h))
     assert drawn == expected and len(expected) == 46  # 10 sizes x 5 positions; full-height crops coincide
     assert (116, 32, 224, 224) in drawn and (58, 16, 224, 224) in drawn  # steps 29 and 8 for 224 x 224
 

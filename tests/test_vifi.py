@@ -3,6 +3,7 @@ import jax
 import numpy as np
 import pytest
 import torch
+from flax import traverse_util
 
 import official
 from conftest import perturbed_reference, relative_error, state_dict_numpy
@@ -16,7 +17,7 @@ def load_flax(state):
     flat, unexpected = convert.openai_to_flat(state)
     assert not unexpected
     config = convert.infer_config(state)
-    return vifi.ViFiCLIP(**config), convert.unflatten(flat), config
+    return vifi.ViFiCLIP(**config), traverse_util.unflatten_dict(flat, sep="/"), config
 
 
 def test_video_logits_match_the_official_forward(openai_model):
@@ -87,8 +88,16 @@ def test_prompt_params_get_the_official_shapes_and_init():
     model = vifi.ViFiCLIP(**config)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), np.zeros((1, 1, 32, 32, 3), np.float32),
                             np.zeros((1, 77), np.int32))["params"]
-    flat = convert.flatten(shapes)
+    flat = traverse_util.flatten_dict(shapes, sep="/")
     prompt_sizes = [np.prod(s.shape) for k, s in flat.items() if "VPT" in k or "prompt_learner" in k]
     assert sum(1 for k in flat if k.startswith("visual/") and "VPT" in k) == 9
     assert sum(1 for k in flat if not k.startswith("visual/") and ("VPT" in k or "ctx" in k)) == 9
     assert sum(prompt_sizes) == 9 * 16 * 128 + 9 * 16 * 64
+    small = vifi.ViFiCLIP(**{**config, "vision_layers": 4, "transformer_layers": 4, "vision_prompt_depth": 4,
+                             "text_prompt_depth": 4, "vision_prompts": 64, "text_prompts": 64})  # fewer layers to compile
+    variables = jax.jit(small.init)(jax.random.PRNGKey(0), np.zeros((1, 1, 32, 32, 3), np.float32),
+                                    np.zeros((1, 77), np.int32))
+    params = traverse_util.flatten_dict(variables["params"], sep="/")
+    prompts = np.concatenate([np.ravel(v) for k, v in params.items() if "VPT" in k or "prompt_learner" in k])
+    assert abs(prompts.mean()) < 0.002 and 0.019 < prompts.std() < 0.021  # official: nn.init.normal_(std=0.02)
+    assert len({float(np.ravel(v)[0]) for k, v in params.items() if k.startswith("visual/") and "VPT" in k}) == 4

@@ -7,6 +7,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from data_pipelines import sampling, transforms, video
 from vifi_jax import convert, model_dir, tokenizer
@@ -32,8 +33,9 @@ class Model:
         self.params = jax.tree.map(jnp.asarray, params)
         self.module = vifi.ViFiCLIP(**self.config, dtype=dtype)
         apply = self.module.apply
-        self._video = jax.jit(lambda p, x: apply({"params": p}, x, method="encode_video"))
-        self._text = jax.jit(lambda p, ids: apply({"params": p}, ids, method="encode_text"))
+        self._video = jax.jit(lambda p, x, method: apply({"params": p}, x, method=method), static_argnums=2)
+        self._text = jax.jit(lambda p, ids, method: apply({"params": p}, ids, method=method), static_argnums=2)
+        self._logits = jax.jit(lambda p, x, text: apply({"params": p}, x, text))
 
     @property
     def logit_scale(self):
@@ -51,6 +53,9 @@ class Model:
 
     def encode_video(self, frames, normalize=True):
         """float32 frames [B, T, H, W, 3], normalised as `load_video` does -> video embeddings [B, D]."""
+        return self._video(self.params, self._checked_frames(frames), "video_features" if normalize else "encode_video")
+
+    def _checked_frames(self, frames):
         if np.asarray(frames).dtype == np.uint8:
             raise ValueError("frames are raw uint8 pixels; normalise them first (vifi_jax.load_video does: ImageNet "
                              "mean/std on 0-255 RGB, see data_pipelines.transforms.normalize)")
@@ -60,15 +65,15 @@ class Model:
         size = self.config["image_resolution"]
         if frames.shape[2:4] != (size, size):
             raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[3]}, the model takes {size}x{size}")
-        features = self._video(self.params, frames)
-        return clip.l2_normalize(features) if normalize else features
+        return frames
 
     def encode_text(self, texts, normalize=True):
         """Texts (strings, or token ids [N, L]) -> text embeddings [N, D]; runs only the needed length."""
         ids = np.asarray(texts) if not _is_text(texts) else tokenizer.tokenize(texts)
         self._check_prompt_texts(ids)
-        features = self._text(self.params, tokenizer.truncate(ids)).astype(jnp.float32)
-        return clip.l2_normalize(features) if normalize else features
+        ids = tokenizer.truncate(ids)
+        return self._text(self.params, ids, "text_features") if normalize else \
+            self._text(self.params, ids, "encode_text").astype(jnp.float32)
 
     def _check_prompt_texts(self, ids):
         """A model with text prompts overwrites tokens 1..n: its texts must hold the prompt prefix there."""
@@ -82,8 +87,10 @@ class Model:
                              "model.class_texts(names) (prompt mode)")
 
     def logits(self, frames, texts):
-        """exp(logit_scale) * cos(video, text): [B, N]."""
-        return self.logit_scale * self.encode_video(frames) @ self.encode_text(texts).T
+        """exp(logit_scale) * cos(video, text): [B, N] (the module's scoring). `texts` are strings, token ids
+        [N, L], or text features [N, D] from `encode_text` (to score many videos against the same texts)."""
+        texts = texts if _is_features(texts) else self.encode_text(texts)
+        return self._logits(self.params, self._checked_frames(frames), texts)
 
     def save(self, directory):
         """Write a vifi_jax model directory (Orbax params + config.json)."""
@@ -92,6 +99,10 @@ class Model:
     def save_pytorch(self, path, layout="vifi", dtype=np.float32):
         """Write a `.pth` in the official ViFi-CLIP (`vifi`) or OpenAI CLIP (`openai`) layout."""
         convert.write_pytorch(jax.device_get(self.params), path, layout, dtype)
+
+
+def _is_features(texts):
+    return hasattr(texts, "dtype") and jnp.issubdtype(texts.dtype, jnp.floating)
 
 
 def _is_text(texts):
@@ -140,11 +151,11 @@ def from_config(model_config, dtype=jnp.float32, seed=0):
         return init("ViT-B/16", seed, dtype, **fields, **extra), note
     config = {**config, **extra}
     fresh = init_params(config, seed)
-    flat_fresh, flat_loaded = convert.flatten(fresh), convert.flatten(params)
+    flat_fresh, flat_loaded = traverse_util.flatten_dict(fresh, sep="/"), traverse_util.flatten_dict(params, sep="/")
     unexpected = set(flat_loaded) - set(flat_fresh)
     if unexpected:
         raise convert.ConversionError(f"{init_name} has parameters the configured model lacks: {sorted(unexpected)[:5]}")
-    merged = convert.unflatten({**flat_fresh, **flat_loaded})
+    merged = traverse_util.unflatten_dict({**flat_fresh, **flat_loaded}, sep="/")
     if CTX_PATH not in flat_loaded:
         merged = with_initial_text_context(merged, config)
     return Model(config, merged, dtype), note

@@ -1,6 +1,6 @@
 """PyTorch CLIP / ViFi-CLIP checkpoints <-> vifi_jax parameters, by one declarative key table.
 
-    python -m vifi_jax.convert SRC DST [--clip-weights W] [--layout openai|vifi] [--dtype float32|float16]
+    python -m vifi_jax.convert SRC DST [--clip_weights W] [--layout openai|vifi] [--dtype float32|float16]
         [--overwrite] [--verbose]
 
 SRC: OpenAI CLIP `.pt` (TorchScript) or state dict, official ViFi-CLIP `.pth`
@@ -19,6 +19,7 @@ import shutil
 import sys
 
 import numpy as np
+from flax import traverse_util
 
 from data_pipelines import cli, files
 from vifi_jax import downloads, model_dir, torch_files
@@ -216,7 +217,7 @@ def expected_shapes(config):
     frames = jax.ShapeDtypeStruct((1, 1, res, res, 3), np.float32)
     ids = jax.ShapeDtypeStruct((1, config["context_length"]), np.int32)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), frames, ids)["params"]
-    return {path: tuple(leaf.shape) for path, leaf in flatten(shapes).items()}
+    return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(shapes, sep="/").items()}
 
 
 def check(flat, config, unexpected=()):
@@ -235,27 +236,6 @@ def check(flat, config, unexpected=()):
         problems.append("wrong shape: " + ", ".join(wrong))
     if problems:
         raise ConversionError("checkpoint does not fit the model: " + "; ".join(problems))
-
-
-def flatten(tree, prefix=""):
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}/"))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
-def unflatten(flat):
-    tree = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split("/")
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = value
-    return tree
 
 
 def read_state_dict(path):
@@ -305,7 +285,7 @@ def read(source, clip_weights=None):
         if clip_weights is None:
             raise ConversionError(
                 f"{source} has no token_embedding.weight (ViFi-CLIP checkpoints, and .pth files vifi_jax writes in "
-                "the vifi layout, never store it); pass --clip-weights (convert), --clip_weights (predict) or "
+                "the vifi layout, never store it); pass --clip_weights (convert, predict) or "
                 "clip_weights= (vifi_jax.load) with the OpenAI CLIP weights it was fine-tuned from, e.g. "
                 "openai:ViT-B/16")
         _, clip_params = read(clip_weights)
@@ -313,7 +293,7 @@ def read(source, clip_weights=None):
     config = infer_config(state)
     flat, unexpected = openai_to_flat(state)
     check(flat, config, unexpected)
-    return config, unflatten(flat)
+    return config, traverse_util.unflatten_dict(flat, sep="/")
 
 
 def write_pytorch(params, path, layout="vifi", dtype=np.float32):
@@ -324,7 +304,7 @@ def write_pytorch(params, path, layout="vifi", dtype=np.float32):
     """
     if layout not in LAYOUTS:
         raise ConversionError(f"unknown layout {layout!r}; use one of {LAYOUTS}")
-    state = flat_to_openai(flatten(params), dtype)
+    state = flat_to_openai(traverse_util.flatten_dict(params, sep="/"), dtype)
     if layout == "openai":
         prompts = [k for k in state if "VPT" in k or k.startswith("prompt_learner")]
         if prompts:
@@ -364,7 +344,7 @@ def check_destination(dst, overwrite=False):
 def write_safetensors(params, path, dtype=np.float32):
     """OpenAI-named tensors (prompts included) in a `.safetensors` file; returns the number of parameters."""
     from safetensors.numpy import save_file
-    state = flat_to_openai(flatten(params), dtype)
+    state = flat_to_openai(traverse_util.flatten_dict(params, sep="/"), dtype)
     save_file(state, path)
     return sum(np.size(v) for v in state.values())
 
@@ -382,12 +362,12 @@ def convert(src, dst, clip_weights=None, layout="vifi", dtype="float32", overwri
         if dst.endswith(TORCH_SUFFIXES):
             written = write_pytorch(params, staging, layout, np.dtype(dtype))
             note = (" in the ViFi-CLIP layout, without the token embedding (as official checkpoints): read it back "
-                    "with --clip-weights / clip_weights= naming the OpenAI weights") if layout == "vifi" else ""
+                    "with --clip_weights / clip_weights= naming the OpenAI weights") if layout == "vifi" else ""
         elif dst.endswith(".safetensors"):
             written = write_safetensors(params, staging, np.dtype(dtype))
         else:
             model_dir.save(staging, config, params)
-            written = sum(np.size(v) for v in flatten(params).values())
+            written = sum(np.size(v) for v in traverse_util.flatten_dict(params, sep="/").values())
         if os.path.isdir(dst):
             shutil.rmtree(dst)
         os.replace(staging, dst)
@@ -403,7 +383,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m vifi_jax.convert", description=__doc__.split("\n")[0])
     parser.add_argument("src")
     parser.add_argument("dst")
-    parser.add_argument("--clip-weights", help="OpenAI CLIP weights for the token embedding of ViFi-CLIP files")
+    parser.add_argument("--clip_weights", "--clip-weights", dest="clip_weights",  # the second: an earlier spelling
+                        help="OpenAI CLIP weights for the token embedding of ViFi-CLIP files")
     parser.add_argument("--layout", choices=LAYOUTS, default="vifi", help="layout of a .pth/.pt destination")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                         help="dtype of a .pth/.pt destination")

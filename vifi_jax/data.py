@@ -1,8 +1,9 @@
 """From a config to data: class names, sources and Grain datasets for training and each eval set.
 
 `data.source` is "files" (official list files + label CSVs under `data.splits_dir`, videos under
-`data.root`), "tfds" (a TFDS ArrayRecord dataset, e.g. one written by `python -m data_pipelines.prepare`)
-or "demo" (procedurally generated clips, written once into the cache directory).
+`data.root`), "tfds" (splits of a TFDS ArrayRecord dataset, e.g. one written by `python -m
+data_pipelines.prepare`: `data.tfds_train_split`, `eval.sets.<name>.tfds_split`) or "demo" (procedurally
+generated clips, written once into the cache directory).
 """
 import dataclasses
 import hashlib
@@ -36,53 +37,53 @@ def demo_split(config, name, train=False):
     return Split(datasets.VideoFileSource.from_list_file(list_file, root, len(names)), names, f"demo:{name}")
 
 
-def _labels(config, labels_file):
+def split(config, name, list_file, labels, tfds_split, train=False):
+    """One Split from `config.data.source`: an official list file + label CSV, a TFDS split, or demo clips.
+
+    Training labels are checked against `data.num_classes`; evaluation sets have their own class lists
+    (base and novel classes, K600's three splits)."""
+    what = "data" if train else f"eval.sets.{name}"
+    split_field = "data.tfds_train_split" if train else f"{what}.tfds_split"
+    source_kind = config.data.source
+    if source_kind == "demo":
+        return demo_split(config, name, train)
+    if source_kind == "tfds":
+        if not tfds_split:
+            raise ValueError(f"{name}: data.source=tfds needs --config.{split_field} (a split of the dataset)")
+        source = datasets.TfdsSource(config.data.tfds_name, tfds_split, config.data.tfds_data_dir or None)
+        names = _labels(config, labels, train) if labels else source.class_names
+        return Split(source, names, f"tfds:{config.data.tfds_name}[{tfds_split}]")
+    if source_kind != "files":
+        raise ValueError(f"data.source must be files, tfds or demo, got {source_kind!r}")
+    if not list_file or not labels:
+        fields = "data.train_file and data.labels" if train else f"{what}.list_file and {what}.labels"
+        raise ValueError(f"{name}: data.source=files needs --config.{fields.replace(' and ', ' and --config.')} "
+                         "(an official list file and label CSV, relative to --config.data.splits_dir)")
+    names = _labels(config, labels, train)
+    source = datasets.VideoFileSource.from_list_file(_path(config, list_file), config.data.root, len(names),
+                                                     config.data.check_files)
+    return Split(source, names, list_file)
+
+
+def _labels(config, labels_file, train):
     names = datasets.read_labels(_path(config, labels_file))
-    if config.data.num_classes and len(names) != config.data.num_classes:
+    if train and config.data.num_classes and len(names) != config.data.num_classes:
         raise datasets.DatasetError(f"{labels_file} lists {len(names)} classes but data.num_classes is "
                                     f"{config.data.num_classes}; fix one of them")
     return names
 
 
 def train_split(config):
-    if config.data.source == "demo":
-        return demo_split(config, "train", train=True)
-    if config.data.source == "tfds":
-        source = datasets.TfdsSource(config.data.tfds_name, config.data.tfds_train_split,
-                                     config.data.tfds_data_dir or None)
-        names = _labels(config, config.data.labels) if config.data.labels else source.class_names
-        return Split(source, names, f"tfds:{config.data.tfds_name}[{config.data.tfds_train_split}]")
-    if config.data.source != "files":
-        raise ValueError(f"data.source must be files, tfds or demo, got {config.data.source!r}")
-    if not config.data.train_file or not config.data.labels:
-        raise ValueError("training needs --config.data.train_file and --config.data.labels (official list file and "
-                         "label CSV, relative to --config.data.splits_dir)")
-    names = _labels(config, config.data.labels)
-    source = datasets.VideoFileSource.from_list_file(_path(config, config.data.train_file), config.data.root,
-                                                     len(names), config.data.check_files)
-    return Split(source, names, config.data.train_file)
+    d = config.data
+    return split(config, "train", d.train_file, d.labels, d.tfds_train_split, train=True)
 
 
 def eval_splits(config):
-    """{set name: Split} for every entry of config.eval.sets (list_file/labels, or tfds split names)."""
-    splits = {}
-    for name, spec in config.eval.sets.items():
-        if config.data.source == "demo":
-            splits[name] = demo_split(config, name)
-        elif config.data.source == "tfds":
-            source = datasets.TfdsSource(config.data.tfds_name, spec.list_file, config.data.tfds_data_dir or None)
-            names = _labels(config, spec.labels) if spec.labels else source.class_names
-            splits[name] = Split(source, names, f"tfds:{config.data.tfds_name}[{spec.list_file}]")
-        else:
-            if not spec.list_file or not spec.labels:
-                raise ValueError(f"eval set {name!r} needs --config.eval.sets.{name}.list_file and .labels")
-            names = datasets.read_labels(_path(config, spec.labels))
-            source = datasets.VideoFileSource.from_list_file(_path(config, spec.list_file), config.data.root,
-                                                             len(names), config.data.check_files)
-            splits[name] = Split(source, names, spec.list_file)
-    if not splits:
+    """{set name: Split} for every entry of config.eval.sets."""
+    if not config.eval.sets:
         raise ValueError("no evaluation sets: add --config.eval.sets.<name>.list_file/labels")
-    return splits
+    return {name: split(config, name, spec.list_file, spec.labels, spec.get("tfds_split", ""))
+            for name, spec in config.eval.sets.items()}
 
 
 def clip_spec(config, train, num_clips=1, num_crops=1):

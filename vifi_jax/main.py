@@ -1,35 +1,25 @@
-"""Entry point: python -m vifi_jax.main --config=configs/<name>.py[:args] [--workdir=DIR] [--config.key=value]
+"""Entry point: python -m vifi_jax.main --config=<name>[:args] [--workdir=DIR] [--config.key=value]
 
 `config.mode` picks the job: "train" (fine-tune, evaluating on the way and at the end) or
 "eval" / "zeroshot" (score `model.init` on every `eval.sets` entry, with mean ± std over several sets
 and the base/novel harmonic mean where they apply). The config is logged and saved as
 `<workdir>/config.json`; results go to `<workdir>/results.json`.
 """
+import ast
 import importlib.util
 import json
 import logging
 import os
 import sys
-import time
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import cli
-from vifi_jax import api, config_checks, evaluate, sharding, train, workdirs
+from vifi_jax import config_checks, evaluate, train, workdirs
 
 log = logging.getLogger("vifi_jax.main")
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config, e.g. configs/zeroshot.py or "
-                                "configs/few_shot.py:dataset=hmdb51,shots=2", lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: workdirs/<config name>).")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host TPU pods / GPU clusters).")
-flags.DEFINE_bool("resume_changed_config", False, "Resume the checkpoints in --workdir even though this run's "
-                  "config differs from theirs in fields that change results.")
-
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -39,9 +29,32 @@ def shipped_configs():
                   if name.endswith(".py") and name not in ("__init__.py", "common.py"))
 
 
+def configs_help():
+    """Each shipped config's docstring (its arguments and examples), read without importing it."""
+    parts = []
+    for name in shipped_configs():
+        with open(os.path.join(CONFIGS_DIR, name + ".py")) as f:
+            doc = ast.get_docstring(ast.parse(f.read()), clean=False) or ""
+        parts.append(f"  {name}: {doc}".replace("\n", "\n    "))
+    return "\n\n".join(parts).replace("\n    \n", "\n\n")
+
+
+__doc__ += "\nShipped configs (--config=<name>[:args] or --config=configs/<name>.py[:args]):\n\n" + configs_help()
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config: a shipped config's name or a file, with its argument after ':', e.g. "
+    "zeroshot, few_shot:dataset=hmdb51,shots=2 or configs/base2novel.py:dataset=ucf101,split=2 (listed above).",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: workdirs/<config name>).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host TPU pods / GPU clusters).")
+flags.DEFINE_bool("resume_changed_config", False, "Resume the checkpoints in --workdir even though this run's "
+                  "config differs from theirs in fields that change results.")
+
+
 def config_path(argument):
     """`zeroshot` or `few_shot:dataset=hmdb51,shots=2` -> the config file shipped with vifi_jax (argument kept);
-    a path (`configs/zeroshot.py:hmdb`) stays as it is."""
+    a path (`configs/zeroshot.py:dataset=hmdb51`) stays as it is."""
     name, colon, arg = argument.partition(":")
     if os.sep in name or "/" in name or name.endswith(".py"):
         return argument
@@ -74,23 +87,6 @@ def default_workdir(config_argument):
     return os.path.join("workdirs", name + (f"_{arg}" if arg else ""))
 
 
-def run_evaluation(config, workdir):
-    """Evaluate `model.init` on every eval set; returns (and writes) the results."""
-    config_checks.check(config)
-    model, note = api.from_config(config.model, jnp.dtype(config.model.dtype), seed=config.seed)
-    if note:
-        log.warning(note)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-    params = jax.device_put(model.params, sharding.tree_shardings(mesh, model.params))
-    start = time.time()
-    found = evaluate.evaluate_sets(config, model.module, params, mesh, config.eval.final_num_clips,
-                                 config.eval.final_num_crops)
-    results = {"config": config.to_dict(), "note": note, "model": config.model.init, "final": found,
-               "summary": evaluate.summarize(found), "seconds": time.time() - start}
-    evaluate.write_json(os.path.join(workdir, "results.json"), results)
-    return results
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -110,7 +106,7 @@ def main(argv):
         results = train.train_and_evaluate(config, workdir, FLAGS.resume_changed_config)
     elif config.mode in ("eval", "zeroshot"):
         workdirs.save_config(workdir, config)
-        results = run_evaluation(config, workdir)
+        results = evaluate.run_evaluation(config, workdir)
     else:
         raise app.UsageError(f"config.mode must be train, eval or zeroshot, got {config.mode!r}")
     if results.get("note"):

@@ -21,6 +21,17 @@ def accuracy(scores, labels, num_classes=None):
             "mean_class": 100 * float(np.mean(per_class)), "count": int(len(labels))}
 
 
+def summarize_sets(found):
+    """{set: metrics} -> base/novel sets: their harmonic mean. Several other sets (e.g. the three zero-shot
+    splits): mean ± std of top-1, with the std's convention named in the result."""
+    if "base" in found and "novel" in found:
+        return {"harmonic_mean": harmonic_mean(found["base"]["top1"], found["novel"]["top1"])}
+    if len(found) > 1:
+        mean, std = mean_std([m["top1"] for m in found.values()])
+        return {"top1_mean": mean, "top1_std": std, "std": STD_CONVENTION}
+    return {}
+
+
 def harmonic_mean(base, novel):
     return 2 * base * novel / (base + novel) if base + novel else 0.0
 

@@ -6,11 +6,12 @@ Mixup (λ ~ Beta(mixup_alpha)). Targets are mixed with the same λ and permutati
 """
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def smooth_one_hot(labels, num_classes, smoothing=0.1):
-    off = smoothing / num_classes
-    return jax.nn.one_hot(labels, num_classes) * (1.0 - smoothing) + off
+    """timm's smoothed targets: 1 - s + s/C on the label, s/C elsewhere."""
+    return optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
 
 
 def cutmix_box(rng, lam, height, width):
@@ -51,4 +52,4 @@ def blend(rng, frames, labels, num_classes, smoothing=0.1, mixup_alpha=0.8, cutm
 
 def soft_target_cross_entropy(logits, targets):
     """timm SoftTargetCrossEntropy: mean over the batch of -sum(targets * log_softmax(logits))."""
-    return jnp.mean(jnp.sum(-targets * jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), axis=-1))
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()

@@ -10,6 +10,7 @@ import os
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 from data_pipelines import files
 from vifi_jax.models import clip
@@ -64,17 +65,8 @@ def _stored_shapes(params_dir):
     with ocp.StandardCheckpointer() as checkpointer:
         metadata = checkpointer.metadata(params_dir)
     tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", getattr(metadata, "item_metadata", metadata))
-    flat = {}
-
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}/")
-        else:
-            flat[prefix[:-1]] = (tuple(node.shape), np.dtype(node.dtype))
-
-    walk(tree, "")
-    return flat
+    return {path: (tuple(leaf.shape), np.dtype(leaf.dtype))
+            for path, leaf in traverse_util.flatten_dict(dict(tree), sep="/").items()}
 
 
 def load(directory):
@@ -97,7 +89,8 @@ def load(directory):
     problems += [f"{p}: not in the model" for p in sorted(set(stored) - set(expected))]
     if problems:
         raise ModelDirError(f"{directory}: parameters do not match {CONFIG_FILE}: " + "; ".join(problems[:10]))
-    abstract = convert.unflatten({p: jax.ShapeDtypeStruct(shape, np.float32) for p, shape in expected.items()})
+    abstract = traverse_util.unflatten_dict(
+        {p: jax.ShapeDtypeStruct(shape, np.float32) for p, shape in expected.items()}, sep="/")
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(params_dir, abstract)
     return config, jax.tree.map(np.asarray, params)

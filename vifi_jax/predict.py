@@ -61,7 +61,7 @@ def classify(model, paths, names, top_k=5, num_frames=32, text_mode=None):
     for path in paths:
         try:
             frames = api.load_video(path, num_frames, size)
-            probs = np.asarray(jax.nn.softmax(model.logit_scale * model.encode_video(frames) @ text.T))[0]
+            probs = np.asarray(jax.nn.softmax(model.logits(frames, text)))[0]
         except (video.VideoError, OSError, ValueError, MemoryError, cv2.error) as error:
             yield {"video": path, "error": cli.describe(error)}
             continue

@@ -1,4 +1,4 @@
-"""Device mesh, parameter sharding rules and global batches.
+"""Device mesh, parameter sharding rules, global batches and copies back to the host.
 
 The mesh has axes ("data", "fsdp"). Batches are split over both. Parameters are replicated over
 "data" and, with fsdp > 1, each array of at least `min_size` elements is split along its largest
@@ -6,6 +6,7 @@ dimension that the fsdp axis divides (a rule on shapes, so Adam's moments follow
 """
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
@@ -40,15 +41,25 @@ def tree_shardings(mesh, tree):
     return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(np.shape(x), fsdp_size)), tree)
 
 
-def batch_sharding(mesh):
-    return NamedSharding(mesh, P(BATCH_AXES))
+def batch_sharding(mesh, leading_axes=0):
+    """Split the batch axis over every device; `leading_axes` unsplit axes come before it (the
+    micro-batch axis of accumulated training batches)."""
+    return NamedSharding(mesh, P(*[None] * leading_axes, BATCH_AXES))
 
 
 def replicated(mesh):
     return NamedSharding(mesh, P())
 
 
-def global_batch(mesh, local_batch):
-    """Process-local numpy arrays (leading batch axis) -> global jax arrays split over the batch axes."""
-    sharding = batch_sharding(mesh)
+def global_batch(mesh, local_batch, leading_axes=0):
+    """Process-local numpy arrays -> global jax arrays split over the batch axes (see `batch_sharding`).
+    Training and evaluation place their batches only through here."""
+    sharding = batch_sharding(mesh, leading_axes)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def to_host(tree):
+    """Full numpy copies of (possibly sharded, multi-host) arrays."""
+    if jax.process_count() > 1:
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)

@@ -13,7 +13,6 @@ MAX_TYPES = 10_000  # distinct TorchScript classes one archive may name (OpenAI'
 
 class ScriptObject:
     """A TorchScript object (a module, a class or an enum) reduced to its attributes."""
-    qualname = ""
     declared = None  # (parameters, buffers, is_module) from the archive's code, where it has them
     attributes = types.MappingProxyType({})  # until the pickle sets the state
 
@@ -40,7 +39,7 @@ class ScriptTypes:
             if len(self.types) >= MAX_TYPES:
                 raise ScriptError(f"{self.path}: names more than {MAX_TYPES} TorchScript classes; not a model archive")
             self.types[qualname] = type(name, (ScriptObject,), {
-                "qualname": qualname, "declared": self.declarations.get(qualname), "__slots__": ()})
+                "declared": self.declarations.get(qualname), "__slots__": ()})
         return self.types[qualname]
 
 

@@ -18,10 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data_pipelines import cli, pipeline
-from vifi_jax import api, checkpoint, config_checks, convert, data, evaluate, mixup, model_dir, schedule, sharding, \
+from flax import traverse_util
+
+from data_pipelines import cli, pipeline, transforms
+from vifi_jax import api, checkpoint, config_checks, data, evaluate, metrics, mixup, model_dir, schedule, sharding, \
     workdirs
-from vifi_jax.models import clip
+from vifi_jax.models import vifi
 
 log = logging.getLogger(__name__)
 
@@ -51,48 +53,46 @@ def is_trainable(path, use):
 
 
 def split_params(params, use):
-    flat = convert.flatten(params)
+    flat = traverse_util.flatten_dict(params, sep="/")
     trainable = {k: v for k, v in flat.items() if is_trainable(k, use)}
     if not trainable:
         raise ValueError(f"train.use={use!r} leaves nothing to train (prompting needs model.*_prompts > 0)")
     frozen = {k: v for k, v in flat.items() if k not in trainable}
-    return convert.unflatten(trainable), convert.unflatten(frozen)
+    return traverse_util.unflatten_dict(trainable, sep="/"), traverse_util.unflatten_dict(frozen, sep="/")
 
 
 def merge_params(trainable, frozen):
-    return convert.unflatten({**convert.flatten(frozen), **convert.flatten(trainable)})
+    return traverse_util.unflatten_dict({**traverse_util.flatten_dict(frozen, sep="/"),
+                                         **traverse_util.flatten_dict(trainable, sep="/")}, sep="/")
 
 
 def make_optimizer(config, iterations_per_epoch):
     t = config.train
-    lr = schedule.make(t.lr, t.epochs, t.warmup_epochs, iterations_per_epoch, t.accumulation_steps,
-                       t.min_lr_ratio, t.continuous_schedule)
+    lr = schedule.make(t.lr, t.epochs, t.warmup_epochs, iterations_per_epoch, t.accumulation_steps, t.min_lr_ratio)
     return optax.adamw(lr, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay), lr
 
 
-def text_is_frozen(use):
-    """Image-only fine-tuning: class text features are constants, computed once instead of every step."""
-    return use == "image"
+def init_state(params, use, optimizer, seed, mesh):
+    """The train state, placed on `mesh` (FSDP rule): {"trainable", "frozen", "opt_state", "step", "rng"}."""
+    trainable, frozen = split_params(params, use)
+    state = {"trainable": trainable, "frozen": frozen, "opt_state": optimizer.init(trainable),
+             "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(jax.random.PRNGKey(seed))}
+    return jax.device_put(state, sharding.tree_shardings(mesh, state))
 
 
 def make_train_step(module, optimizer, config, num_classes):
-    """`text` is token ids [C, L], or fixed L2-normalised text features [C, D] when the text side is frozen."""
+    """The step; its `text` is class token ids [C, L] (the text tower runs and trains) or fixed text features
+    [C, D] (`ViFiCLIP.text_features`: image-only training computes them once)."""
     t = config.train
-    fixed_text = text_is_frozen(t.use)
 
     def loss_fn(trainable, frozen, frames, labels, text, rng):
-        x = evaluate.normalize_frames(frames[:, 0], config.data.normalize)  # views axis is 1 in training
+        x = transforms.normalize(frames[:, 0], config.data.normalize)  # views axis is 1 in training
         if t.mixup:
             x, targets, _ = mixup.blend(rng, x, labels, num_classes, t.label_smoothing, t.mixup_alpha,
                                         t.cutmix_alpha, t.mixup_switch_prob)
         else:
             targets = mixup.smooth_one_hot(labels, num_classes, t.label_smoothing)
-        params = merge_params(trainable, frozen)
-        if fixed_text:
-            video = clip.l2_normalize(module.apply({"params": params}, x, method="encode_video"))
-            logits = jnp.exp(params["logit_scale"]) * video @ text.T
-        else:
-            logits = module.apply({"params": params}, x, text)
+        logits = module.apply({"params": merge_params(trainable, frozen)}, x, text)
         return mixup.soft_target_cross_entropy(logits, targets)
 
     grad_fn = jax.value_and_grad(loss_fn)
@@ -153,7 +153,6 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     process = (jax.process_index(), jax.process_count())
     if t.batch_size % jax.device_count():
         raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the {jax.device_count()} devices")
-    local_batch = t.batch_size // jax.process_count()
 
     train = data.train_split(config)
     num_classes = len(train.class_names)
@@ -162,8 +161,7 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     if note:
         log.warning(note)
     module = model.module
-    text_mode = config.text_mode
-    ids = jnp.asarray(evaluate.class_token_ids(train.class_names, text_mode, module.learned_text_prompts))
+    ids = vifi.class_token_ids(train.class_names, config.text_mode, module.learned_text_prompts)
 
     iterations = pipeline.iterations_per_epoch(len(train.source), t.batch_size, t.reference_world_size)
     updates_per_epoch = iterations // t.accumulation_steps
@@ -171,13 +169,10 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     if t.max_steps > 0:
         total_updates = min(total_updates, t.max_steps)
     optimizer, lr_fn = make_optimizer(config, iterations)
-    trainable, frozen = split_params(model.params, t.use)
-    state = {"trainable": trainable, "frozen": frozen, "opt_state": optimizer.init(trainable),
-             "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(jax.random.PRNGKey(config.seed))}
-    shardings = sharding.tree_shardings(mesh, state)
-    state = jax.device_put(state, shardings)
-    text = evaluate.text_features(module, model.params, ids) if text_is_frozen(t.use) else ids
-    n_trainable = sum(x.size for x in jax.tree.leaves(trainable))
+    state = init_state(model.params, t.use, optimizer, config.seed, mesh)
+    # Image-only training: the text side is constant, so its features are computed once, not every step.
+    text = model.encode_text(ids) if t.use == "image" else jnp.asarray(ids)
+    n_trainable = sum(x.size for x in jax.tree.leaves(state["trainable"]))
     log.info("training %s parameters (%s mode) on %d videos, %d classes; %d updates of %d x %d clips",
                  f"{n_trainable:,}", t.use, len(train.source), num_classes, total_updates, t.accumulation_steps,
                  t.batch_size)
@@ -185,14 +180,14 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), t.batch_size, config.seed, t.epochs,
                                 process, t.reference_world_size)
     data_iter = pipeline.iterator(ds, config.data.num_workers)
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, workdirs.CHECKPOINTS), config.checkpoint.every_steps,
-                                   config.checkpoint.keep, config.checkpoint.async_save)
+    ckpt = checkpoint.manager(os.path.abspath(os.path.join(workdir, workdirs.CHECKPOINTS)),
+                              config.checkpoint.every_steps, config.checkpoint.keep, config.checkpoint.async_save)
     results_path = os.path.join(workdir, "results.json")
     results = {"config": config.to_dict(), "note": note, "history": [], "evaluations": {}}
     start_update = 0
     if ckpt.latest_step() is not None:
         start_update = ckpt.latest_step()
-        state = ckpt.restore(start_update, state, shardings, data_iter)
+        state = checkpoint.restore(ckpt, start_update, state, data_iter)
         log.info("resumed from checkpoint at update %d", start_update)
         if os.path.exists(results_path):
             with open(results_path) as f:
@@ -203,9 +198,8 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
             if previous.get("best", {}).get("step", start_update + 1) <= start_update:
                 results["best"] = previous["best"]
 
-    frames_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, sharding.BATCH_AXES))
     step_fn = jax.jit(make_train_step(module, optimizer, config, num_classes), donate_argnums=(0,),
-                      out_shardings=(shardings, sharding.replicated(mesh)))
+                      out_shardings=(jax.tree.map(lambda x: x.sharding, state), sharding.replicated(mesh)))
     bad = pipeline.BadSamples(train.source, config.data.max_bad_fraction)
     writer = _summary_writer(workdir)
     preemption = _Preemption()
@@ -221,12 +215,12 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
             micro = [next(data_iter) for _ in range(t.accumulation_steps)]
             for batch in micro:
                 bad.update(batch)
-            frames = jax.make_array_from_process_local_data(frames_sharding, np.stack([b["frames"] for b in micro]))
-            labels = jax.make_array_from_process_local_data(frames_sharding, np.stack([b["label"] for b in micro]))
-            state, loss = step_fn(state, frames, labels, text)
+            placed = sharding.global_batch(mesh, {k: np.stack([b[k] for b in micro]) for k in ("frames", "label")},
+                                           leading_axes=1)
+            state, loss = step_fn(state, placed["frames"], placed["label"], text)
             loss = float(loss)
             if not np.isfinite(loss):
-                ckpt.wait()
+                ckpt.wait_until_finished()
                 raise FloatingPointError(
                     f"loss became {loss} at update {update + 1}; nothing after update {last_saved} was saved, the "
                     f"last good checkpoint is in {ckpt.directory} (lower train.lr or use model.dtype=float32)")
@@ -252,31 +246,32 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
             if evaluates_after(done, updates_per_epoch, total_updates, config.eval.every_epochs):
                 _evaluate_during_training(config, workdir, model, state, mesh, done, results, writer)
             if preemption.requested or ckpt.should_save(done):
-                evaluate.write_json(results_path, results)  # first, so a kill after the save loses no history
-                ckpt.save(done, state, data_iter, force=preemption.requested)
+                workdirs.write_json(results_path, results)  # first, so a kill after the save loses no history
+                checkpoint.save(ckpt, done, state, data_iter, force=preemption.requested)
                 last_saved = done
             if preemption.requested:
-                ckpt.wait()
+                ckpt.wait_until_finished()
                 results["preempted_at"] = done
-                evaluate.write_json(results_path, results)
+                workdirs.write_json(results_path, results)
                 log.warning("saved update %d after SIGTERM; rerun the same command to resume", done)
                 return results
         if total_updates and last_saved != total_updates:
-            evaluate.write_json(results_path, results)
-            ckpt.save(total_updates, state, data_iter, force=True)
-        ckpt.wait()
+            workdirs.write_json(results_path, results)
+            checkpoint.save(ckpt, total_updates, state, data_iter, force=True)
+        ckpt.wait_until_finished()
         _final_evaluation(config, workdir, model, state, mesh, results, writer)
         bad_report = bad.summary()
         results["bad_videos"] = bad_report
         bad.write(os.path.join(workdir, "bad_videos.json"))
         log.info("unreadable training videos: %d of %d (%s), listed in bad_videos.json", bad_report["count"],
                  bad_report["dataset_size"], bad_report["by_reason"] or "none")
-        evaluate.write_json(results_path, results)
+        workdirs.write_json(results_path, results)
         return results
     finally:
         bar.close()
         pipeline.close(data_iter)
         preemption.restore()
+        ckpt.wait_until_finished()
         ckpt.close()
         if writer:
             writer.close()
@@ -307,20 +302,20 @@ def _evaluate_during_training(config, workdir, model, state, mesh, step, results
         raise ValueError(f"eval.best_set={best_set!r} is not one of the evaluation sets {sorted(found)}")
     if found[best_set]["top1"] > results.get("best", {}).get("top1", -1.0):
         results["best"] = {"top1": found[best_set]["top1"], "step": step, "set": best_set}
-        model_dir.save(os.path.join(workdir, "best"), model.config, evaluate.to_host(params))
+        model_dir.save(os.path.join(workdir, "best"), model.config, sharding.to_host(params))
 
 
 def _final_evaluation(config, workdir, model, state, mesh, results, writer):
     """Export `final/` and evaluate with the final views (the last epoch's evaluation, when the views agree)."""
     params = _params(state)
-    model_dir.save(os.path.join(workdir, "final"), model.config, evaluate.to_host(params))
+    model_dir.save(os.path.join(workdir, "final"), model.config, sharding.to_host(params))
     last = results["evaluations"].get(f"step_{int(state['step'])}")
     same_views = (config.eval.final_num_clips, config.eval.final_num_crops) == (config.eval.num_clips,
                                                                                  config.eval.num_crops)
     found = last if last and same_views else evaluate.evaluate_sets(
         config, model.module, params, mesh, config.eval.final_num_clips, config.eval.final_num_crops)
     results["final"] = found
-    results["summary"] = evaluate.summarize(found)
+    results["summary"] = metrics.summarize_sets(found)
     if writer:
         for name, m in found.items():
             writer.add_scalar(f"final/{name}/top1", m["top1"], int(state["step"]))

@@ -1,4 +1,5 @@
-"""A run's working directory: its saved config, and whether a rerun may resume the checkpoints there.
+"""A run's working directory: its saved config, its results files, and whether a rerun may resume the
+checkpoints there.
 
 Rerunning the same command resumes. A rerun whose config differs in a field that changes results (the
 model, the data, the schedule, ...) would silently continue another run, so it is refused, naming each
@@ -8,6 +9,7 @@ import json
 import os
 
 import jax
+from flax import traverse_util
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -16,18 +18,23 @@ FREE_FIELDS = ("data.num_workers", "data.check_files", "data.max_bad_fraction", 
                "checkpoint.", "mesh.", "train.max_steps", "model.remat")
 
 
+def write_json(path, obj):
+    """Write a results file atomically (process 0 only): a reader never sees half of it."""
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(path + ".tmp", path)
+
+
 class ChangedConfigError(ValueError):
     """The workdir holds checkpoints of a run with a different config."""
 
 
-def flatten(tree, prefix=""):
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
+def flatten(tree):
+    """{"a.b": value}; an empty group (no eval sets, no field overrides) is the value {}."""
+    flat = traverse_util.flatten_dict(tree, keep_empty_nodes=True, sep=".")
+    return {key: {} if value is traverse_util.empty_node else value for key, value in flat.items()}
 
 
 def changed_fields(saved, current):

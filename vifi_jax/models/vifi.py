@@ -3,10 +3,12 @@
 Parameters are exactly CLIP's (`clip.CLIP`), so any CLIP or ViFi-CLIP checkpoint
 loads into it. Frames go through the image tower with a lifted `vmap` over T,
 which keeps the batch axis leading for sharding and equals folding T into it.
+Also here: the class texts (and their token ids) the official code builds for each text mode.
 """
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vifi_jax import tokenizer
 from vifi_jax.models import clip
 
 # The text modes of the official `VLPromptLearner`.
@@ -48,6 +50,12 @@ def class_texts(names, mode=None, num_prompts=0):
     return [f"{prompt_prefix(num_prompts)} {name.replace('_', ' ')}." for name in names]
 
 
+def class_token_ids(names, mode=None, num_prompts=0):
+    """Tokenised class texts (`class_texts`), cut to the shortest exact length bucket (`tokenizer.truncate`).
+    `mode` "auto" or None is the model's own."""
+    return tokenizer.truncate(tokenizer.tokenize(class_texts(names, None if mode == "auto" else mode, num_prompts)))
+
+
 class ViFiCLIP(clip.CLIP):
     """CLIP with video methods; frames are [B, T, H, W, 3], already normalised."""
 
@@ -59,8 +67,13 @@ class ViFiCLIP(clip.CLIP):
             in_axes=1, out_axes=1)(self, frames)
         return per_frame.astype(jnp.float32).mean(axis=1)
 
-    def __call__(self, frames, token_ids):
-        """Video logits [B, N] = exp(logit_scale) * cos(video, class text); no clamp, as in ViFi-CLIP."""
-        video = clip.l2_normalize(self.encode_video(frames))
-        text = clip.l2_normalize(self.encode_text(token_ids).astype(jnp.float32))
-        return jnp.exp(self.logit_scale) * video @ text.T
+    def video_features(self, frames):
+        """Frames [B, T, H, W, 3] -> L2-normalised fp32 video features [B, D]."""
+        return clip.l2_normalize(self.encode_video(frames))
+
+    def __call__(self, frames, text):
+        """Video logits [B, N] (`scores`). `text` is class token ids [N, L], or fixed features [N, D] from
+        `text_features` (computed once when the text side does not change: evaluation, image-only training)."""
+        if jnp.issubdtype(text.dtype, jnp.integer):
+            text = self.text_features(text)
+        return self.scores(self.video_features(frames), text)
