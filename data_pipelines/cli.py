@@ -45,6 +45,13 @@ def fail(error, verbose=False):
     if verbose:
         traceback.print_exception(error)
     hint = "" if verbose else " (rerun with --verbose for the traceback)"
+    jax = sys.modules.get("jax")
+    if jax is not None and jax.process_count() > 1:
+        print(f"error: process {jax.process_index()} of {jax.process_count()} stops: {describe(error)}{hint}. When "
+              "one process of a job fails or is killed, the others stop with an error like this one; the first "
+              "error in the processes' logs is the cause.", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)  # not sys.exit: JAX's shutdown would wait for the failed process, then abort
     print(f"error: {describe(error)}{hint}", file=sys.stderr)
     sys.exit(1)
 

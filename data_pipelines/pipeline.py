@@ -1,11 +1,11 @@
 """Grain loaders: sources → [B, V, T, H, W, 3] host batches for training and evaluation.
 
-Train: indices → seeded shuffle, re-drawn every epoch → cut to a multiple of the process count and
-sharded by JAX process → `LoadClip` (sample + decode + augment with a per-element RNG, so an element's
-augmentation depends only on the seed and its position, and survives a restore) → batch, remainder
-dropped → repeated for the epochs → worker processes. Evaluation pads the index range to a multiple of
-the global batch, so every process gets the same number of full batches and every video of the split
-is seen once; padding and unreadable videos come back with `valid = False`.
+Everything is a function of a *global position* and the seed. Train: position → seeded shuffle, re-drawn
+every epoch (`EpochOrder`) → `LoadClip` (sample + decode + augment with a generator seeded by the
+position) → batches; process p of P reads the p-th block of every global batch (`BlockPositions`). So the
+processes' batches together are the one-process batch, and a run resumes from its update count with any
+number of processes: no iterator state is needed. Evaluation pads the videos only to a multiple of the
+device count, every video is seen once, and padding and unreadable videos come back with `valid = False`.
 
 A video that cannot be read is never fatal and never hidden: in training it is replaced by another,
 drawn from the element's RNG, and each batch carries the source indices and reasons of the videos it
@@ -54,11 +54,14 @@ def reason_code(error):
     return REASONS.index(getattr(error, "kind", "error"))
 
 
-class LoadClip(grain.transforms.RandomMap):
-    """Source index → {frames [V,T,H,W,3], label, index, valid, bad_index, bad_reason}; picklable."""
+class LoadClip(grain.transforms.Map):
+    """(global position, source index) → {frames [V,T,H,W,3], label, index, valid, bad_index, bad_reason}.
 
-    def __init__(self, source, spec):
-        self.source, self.spec = source, spec
+    The random draws (frames, crops, jitter, replacements) come from a generator seeded with (seed, global
+    position), so a clip is the same whichever process reads it and however many processes there are."""
+
+    def __init__(self, source, spec, seed=0):
+        self.source, self.spec, self.seed = source, spec, seed
 
     def _views(self, index, rng):
         spec = self.spec
@@ -76,10 +79,11 @@ class LoadClip(grain.transforms.RandomMap):
     def _empty(self):
         return np.zeros((self.spec.num_views, self.spec.num_frames, self.spec.size, self.spec.size, 3), np.uint8)
 
-    def random_map(self, index, rng):
+    def map(self, element):
         cv2.setNumThreads(1)  # one core per loader worker: no oversubscription
         video.set_decode_threads(1)
-        index = int(index)
+        position, index = int(element[0]), int(element[1])
+        rng = np.random.default_rng([self.seed, position])
         bad_index = np.full(MAX_REPLACEMENTS, -1, np.int32)
         bad_reason = np.full(MAX_REPLACEMENTS, -1, np.int32)
         frames, label, valid, current = None, 0, index < len(self.source), index
@@ -134,28 +138,76 @@ class EpochOrder:
         return self.shuffled[epoch * self.size + offset % self.size]
 
 
-def train_dataset(source, spec, global_batch, seed, num_epochs=None, process=None, reference_world_size=1):
+class BlockPositions:
+    """Local element i of process p → global position: each global batch of B is B consecutive positions,
+    and process p reads the p-th block of B / P of each, so the processes' batches, concatenated in process
+    order (as `jax.make_array_from_process_local_data` does), are exactly the one-process batch."""
+
+    def __init__(self, global_batch, process_index, process_count):
+        self.global_batch, self.local = global_batch, global_batch // process_count
+        self.offset = process_index * self.local
+
+    def __call__(self, i):
+        batch, within = divmod(int(i), self.local)
+        return batch * self.global_batch + self.offset + within
+
+
+class _Shuffled(grain.transforms.Map):
+    def __init__(self, positions, order):
+        self.positions, self.order = positions, order
+
+    def map(self, i):
+        position = self.positions(i)
+        return position, self.order(position, None)
+
+
+class _Unshuffled(grain.transforms.Map):
+    def map(self, position):
+        return position, position
+
+
+def train_dataset(source, spec, global_batch, seed, num_epochs=1, process=None, reference_world_size=1,
+                  start_batch=0):
     """Batched, per-epoch-shuffled training MapDataset of this process's share of every global batch.
 
     An epoch is `iterations_per_epoch` global batches of `global_batch` videos; each of P processes reads
-    `global_batch / P` of every one, and together they read each global batch once.
+    `global_batch / P` of every one (`BlockPositions`), and together they read each global batch once.
+    What a position holds depends only on the seed, so a run resumes at micro-batch `start_batch` with any
+    number of processes.
     """
     process_index, process_count = process or _process()
     if global_batch % process_count:
         raise ValueError(f"the global batch {global_batch} must be a multiple of the {process_count} processes")
     epoch_length = iterations_per_epoch(len(source), global_batch, reference_world_size) * global_batch
-    ds = grain.MapDataset.range(epoch_length).repeat(num_epochs).seed(seed)
-    ds = ds.map_with_index(EpochOrder(len(source), epoch_length, seed))[process_index::process_count]
-    return ds.random_map(LoadClip(source, spec)).batch(global_batch // process_count, drop_remainder=True)
+    local = global_batch // process_count
+    positions = BlockPositions(global_batch, process_index, process_count)
+    ds = grain.MapDataset.range(start_batch * local, epoch_length * num_epochs // process_count)
+    ds = ds.map(_Shuffled(positions, EpochOrder(len(source), epoch_length, seed)))
+    return ds.map(LoadClip(source, spec, seed)).batch(local, drop_remainder=True)
 
 
-def eval_dataset(source, spec, batch_size, seed=0, process=None):
-    """Every video once, padded to full batches on every process; `batch_size` is per process."""
-    process_index, process_count = process or _process()
+def eval_positions(num_videos, batch_size, process_index, process_count, multiple=1):
+    """This process's global positions: every video once, padded only to a multiple of `multiple` (the
+    device count), in global batches of `batch_size` × P whose p-th block is process p's; a shorter last
+    batch (one more compiled shape) instead of padding it to a full batch."""
+    padded = -(-num_videos // multiple) * multiple
+    if padded % process_count:
+        raise ValueError(f"the device count {multiple} must be a multiple of the {process_count} processes")
     global_batch = batch_size * process_count
-    padded = -(-len(source) // global_batch) * global_batch
-    ds = grain.MapDataset.range(padded).seed(seed)[process_index::process_count]
-    return ds.random_map(LoadClip(source, spec)).batch(batch_size, drop_remainder=True)
+    mine = []
+    for start in range(0, padded, global_batch):
+        local = min(global_batch, padded - start) // process_count
+        mine.extend(range(start + process_index * local, start + (process_index + 1) * local))
+    return np.asarray(mine, np.int64)
+
+
+def eval_dataset(source, spec, batch_size, seed=0, process=None, multiple=None):
+    """Every video once, padded to a multiple of `multiple` (default: the process count); `batch_size` is per
+    process. Padding comes back with `valid = False`."""
+    process_index, process_count = process or _process()
+    positions = eval_positions(len(source), batch_size, process_index, process_count, multiple or process_count)
+    ds = grain.MapDataset.source(positions).map(_Unshuffled())
+    return ds.map(LoadClip(source, spec, seed)).batch(batch_size)
 
 
 def _out_of_shared_memory(batch):
@@ -165,7 +217,7 @@ def _out_of_shared_memory(batch):
 
 
 def iterator(ds, num_workers=0, buffer_size=2):
-    """A checkpointable iterator (`get_state`/`set_state`, Grain's Orbax handler) over a MapDataset.
+    """An iterator over a MapDataset, read by `num_workers` processes (0: threads of this one).
 
     Release it with `close` when done."""
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0 if num_workers else 2, prefetch_buffer_size=buffer_size))

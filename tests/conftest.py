@@ -1,6 +1,7 @@
 """Shared test helpers: OpenAI's reference code loaded by file path, tiny configs, random weights."""
 import atexit
 import functools
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -8,7 +9,9 @@ import tempfile
 
 # One JAX compilation cache for the session, which the programs the tests start share (set before jax is
 # imported, so this process uses it too): the smoke train step and the towers compile once, not per process.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+# Only on jax >= 0.10, where it was tested: jax 0.4.35 aborts (SIGABRT) running a cached CPU train step.
+_JAX_VERSION = tuple(int(part) for part in importlib.metadata.version("jax").split(".")[:2])
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and _JAX_VERSION >= (0, 10):
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vifi_jax_test_jit_cache_")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -172,3 +175,13 @@ def synthetic_videos(tmp_path_factory):
     list_file, labels_csv = synthetic.make_dataset(root, num_classes=4, videos_per_class=3, num_frames=16,
                                                    height=48, width=64)
     return root, list_file, labels_csv
+
+
+@pytest.fixture(scope="session")
+def one_device(tmp_path_factory):
+    """One whole 6-update smoke run on one device (checkpoints after updates 3 and 6): the baseline that the
+    resume, 8-device and multi-process tests must reproduce."""
+    import runs
+    workdir = tmp_path_factory.mktemp("one_device")
+    runs.run_main(workdir, *runs.EIGHT)
+    return workdir, runs.losses(workdir)

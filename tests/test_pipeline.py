@@ -66,30 +66,43 @@ def test_iterations_and_padding_match_the_official_distributed_loader(size):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_restored_iterator_continues_exactly(source, num_workers):
-    ds = pipeline.train_dataset(source, SPEC, 2, seed=5, num_epochs=3, process=(0, 1))
-    uninterrupted = take(pipeline.iterator(ds, num_workers), 8)
-    first = pipeline.iterator(ds, num_workers)
-    take(first, 5)
-    state = first.get_state()
-    resumed = pipeline.iterator(ds, num_workers)
-    resumed.set_state(state)
+def test_a_resumed_dataset_continues_exactly(source, num_workers):
+    uninterrupted = take(pipeline.iterator(pipeline.train_dataset(source, SPEC, 2, seed=5, num_epochs=3,
+                                                                  process=(0, 1)), num_workers), 8)
+    resumed = pipeline.iterator(pipeline.train_dataset(source, SPEC, 2, seed=5, num_epochs=3, process=(0, 1),
+                                                       start_batch=5), num_workers)
     for want, got in zip(uninterrupted[5:], take(resumed, 3)):
         np.testing.assert_array_equal(want["index"], got["index"])
         np.testing.assert_array_equal(want["frames"], got["frames"])
+    pipeline.close(resumed)
 
 
-def test_evaluation_pads_and_counts_every_video_once(source):
+def test_processes_together_read_the_one_process_batches(source):
+    """Process blocks concatenated in process order are the one-process batch, clip for clip (the same
+    videos, frames and augmentation), for 2 and 4 processes, also when resumed mid-run."""
+    one = take(iter(pipeline.train_dataset(source, SPEC, 4, seed=7, num_epochs=2, process=(0, 1))), 6)
+    for count in (2, 4):
+        shards = [take(iter(pipeline.train_dataset(source, SPEC, 4, seed=7, num_epochs=2, process=(p, count),
+                                                   start_batch=1)), 5) for p in range(count)]
+        for want, parts in zip(one[1:], zip(*shards)):
+            for key in ("index", "label", "frames"):
+                np.testing.assert_array_equal(np.concatenate([part[key] for part in parts]), want[key])
+
+
+def test_evaluation_pads_only_to_the_device_count_and_counts_every_video_once(source):
     spec = pipeline.ClipSpec(num_frames=4, size=32, train=False, num_clips=2, num_crops=3)
-    seen = []
-    for process in range(2):
-        batches = list(pipeline.eval_dataset(source, spec, 5, process=(process, 2)))
-        assert len(batches) == 2  # 12 videos padded to 20 = 2 batches x 5 x 2 processes
-        assert batches[0]["frames"].shape == (5, 6, 4, 32, 32, 3)
-        for b in batches:
-            seen += b["index"][b["valid"]].tolist()
-            assert (b["index"][~b["valid"]] >= 12).all()
-    assert sorted(seen) == list(range(12))
+    for processes, devices, sizes in ((2, 2, [5, 1]), (2, 8, [5, 3]), (1, 1, [5, 5, 2])):
+        seen, padding = [], 0
+        for process in range(processes):
+            batches = list(pipeline.eval_dataset(source, spec, 5, process=(process, processes), multiple=devices))
+            # 12 videos: global batches of 5 x P; the last one holds what is left, padded to the device count
+            assert [len(b["index"]) for b in batches] == sizes
+            assert batches[0]["frames"].shape == (5, 6, 4, 32, 32, 3)
+            for b in batches:
+                seen += b["index"][b["valid"]].tolist()
+                padding += int((~b["valid"]).sum())
+                assert (b["index"][~b["valid"]] >= 12).all()
+        assert sorted(seen) == list(range(12)) and padding == -(-12 // devices) * devices - 12
     single = next(iter(pipeline.eval_dataset(source, pipeline.ClipSpec(4, 32, train=False), 2, process=(0, 1))))
     assert single["frames"].shape == (2, 1, 4, 32, 32, 3) and single["frames"].dtype == np.uint8
 
@@ -142,7 +155,7 @@ def test_hostile_videos_are_replaced_and_reported_by_kind_without_hanging(tmp_pa
     assert kinds == ["unreadable", "unreadable", "not_regular", "too_large", "not_regular"]
     spec = pipeline.ClipSpec(num_frames=2, size=32)
     report = pipeline.BadSamples(source, max_fraction=1.0)
-    for batch in take(pipeline.iterator(pipeline.train_dataset(source, spec, 8, seed=0, process=(0, 1))), 2):
+    for batch in take(pipeline.iterator(pipeline.train_dataset(source, spec, 8, seed=0, num_epochs=2, process=(0, 1))), 2):
         assert (batch["index"] >= 0).all()
         report.update(batch)
     assert set(report.summary()["by_reason"]) <= {"unreadable", "not_regular", "too_large"}

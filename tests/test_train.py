@@ -3,35 +3,14 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
 from configs import zeroshot
+from runs import EIGHT, losses, run_main
 from vifi_jax import evaluate, train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = "--config=configs/zeroshot.py:train,smoke"
-
-
-def run_main(workdir, *overrides, env=None, wait=True):
-    command = [sys.executable, "-m", "vifi_jax.main", SMOKE, f"--workdir={workdir}", *overrides]
-    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    if not wait:
-        return process
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output[-3000:]
-    return output
-
-
-def losses(workdir):
-    with open(os.path.join(workdir, "results.json")) as f:
-        return [h["loss"] for h in json.load(f)["history"]]
-
 
 def test_tiny_clip_learns_the_synthetic_task_through_the_pipeline(tmp_path):
     c = zeroshot.get_config("train,smoke")
@@ -76,17 +55,6 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     with open(tmp_path / "results.json") as f:
         stopped = json.load(f)["preempted_at"]
     assert str(stopped) in os.listdir(tmp_path / "checkpoints") and 1 <= stopped < 100
-
-
-EIGHT = ["--config.train.batch_size=8", "--config.train.epochs=6", "--config.checkpoint.every_steps=3"]
-
-
-@pytest.fixture(scope="module")
-def one_device(tmp_path_factory):
-    """One whole 6-update run on one device (checkpoints after updates 3 and 6): the baseline of the tests below."""
-    workdir = tmp_path_factory.mktemp("one_device")
-    run_main(workdir, *EIGHT)
-    return workdir, losses(workdir)
 
 
 def test_killed_run_resumes_with_identical_losses(tmp_path, one_device):

@@ -1,11 +1,11 @@
-"""Orbax checkpoints of the train state together with the Grain iterator's position.
+"""Orbax checkpoints of the train state.
 
-One Orbax `CheckpointManager` (v0 API) with items "state" and "data_iter": asynchronous saves every N
-updates and at the end, keep-last-k. `restore` places the saved state like the given one (its arrays'
-shardings), so a run resumes on a different device count. Callers use the manager for the rest
-(`latest_step`, `should_save`, `wait_until_finished`, `close`, `directory`).
+One Orbax `CheckpointManager` (v0 API) with the item "state": asynchronous saves every N updates and at
+the end, keep-last-k, written together by every process. `restore` places the saved state like the given
+one (its arrays' shardings), so a run resumes on another device or process count. The data position is
+not saved: it follows from the update count (see `data_pipelines.pipeline`). Callers use the manager for
+the rest (`latest_step`, `should_save`, `reached_preemption`, `wait_until_finished`, `close`, `directory`).
 """
-import grain
 import jax
 import orbax.checkpoint as ocp
 
@@ -13,18 +13,15 @@ import orbax.checkpoint as ocp
 def manager(directory, every_steps, keep=3, async_save=True):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps,
                                            enable_async_checkpointing=async_save, create=True)
-    return ocp.CheckpointManager(directory, options=options, item_names=("state", "data_iter"))
+    return ocp.CheckpointManager(directory, options=options, item_names=("state",))
 
 
-def save(checkpoints, step, state, data_iter, force=False):
+def save(checkpoints, step, state, force=False):
     """Save if `step` is due (or `force`); returns whether a save started."""
-    return checkpoints.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter)), force=force)
+    return checkpoints.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=force)
 
 
-def restore(checkpoints, step, state, data_iter):
-    """The saved state, placed like the arrays of `state`; `data_iter` moves to the saved position in place."""
+def restore(checkpoints, step, state):
+    """The saved state, placed like the arrays of `state`."""
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    restored = checkpoints.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
-    return restored.state
+    return checkpoints.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state

@@ -41,7 +41,7 @@ def evaluate(module, params, split, spec, batch_size, mesh, text_mode="auto", nu
     process = (jax.process_index(), jax.process_count())
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()  # whole batches on every device
     local_batch = batch_size // jax.process_count()
-    ds = pipeline.eval_dataset(split.source, spec, local_batch, seed, process)
+    ds = pipeline.eval_dataset(split.source, spec, local_batch, seed, process, multiple=jax.device_count())
     bad = pipeline.BadSamples(split.source, max_fraction=1.0)
     scores, labels, valid, start = [], [], [], time.time()
     batches = pipeline.iterator(ds, num_workers)
@@ -54,7 +54,7 @@ def evaluate(module, params, split, spec, batch_size, mesh, text_mode="auto", nu
             scores.append(metrics.aggregate_views(logits))
             labels.append(sharding.to_host(placed["label"]))
             valid.append(sharding.to_host(placed["valid"]))
-            bar.update(min(batch_size, len(split.source) - bar.n))
+            bar.update(min(placed["frames"].shape[0], len(split.source) - bar.n))
     finally:
         pipeline.close(batches)
         bar.close()

@@ -1,15 +1,28 @@
-"""Device mesh, parameter sharding rules, global batches and copies back to the host.
+"""Processes joined into one job, the device mesh, parameter sharding rules, global batches and copies
+back to the host.
 
 The mesh has axes ("data", "fsdp"). Batches are split over both. Parameters are replicated over
 "data" and, with fsdp > 1, each array of at least `min_size` elements is split along its largest
 dimension that the fsdp axis divides (a rule on shapes, so Adam's moments follow their parameters).
 """
+import inspect
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
+
+
+def join_processes(coordinator_address=None, num_processes=None, process_id=None, heartbeat_timeout=100):
+    """Form one job of several JAX processes (one per host): auto-detected on TPU pods, SLURM and Open MPI,
+    or given explicitly. CPU processes talk through gloo, so several of them on one machine work too."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    options = {}
+    if "heartbeat_timeout_seconds" in inspect.signature(jax.distributed.initialize).parameters:  # jax >= 0.5
+        options["heartbeat_timeout_seconds"] = heartbeat_timeout
+    jax.distributed.initialize(coordinator_address, num_processes, process_id, **options)
 
 
 def make_mesh(data=-1, fsdp=1, devices=None):

@@ -3,9 +3,11 @@
 State is a plain dict {"trainable", "frozen", "opt_state", "step", "rng"}: the parameters split by
 the fine-tuning mode (both / image / text / prompts), AdamW on the trainable part only. One call of
 the step is one optimiser update over `accumulation_steps` micro-batches (scanned, gradients averaged).
-The loop saves Orbax checkpoints with the Grain iterator, resumes from the latest one, evaluates every
-`eval.every_epochs`, keeps the best model, stops on a non-finite loss without saving it, and saves
-before exiting on SIGTERM.
+The loop places the next batches on the devices in a background thread while a step runs, fetches
+losses only every `log_every` updates and before a save (a non-finite loss is never saved), saves Orbax
+checkpoints and resumes from the latest one (the data position follows from the update count, with any
+number of processes), evaluates as the official loop does, keeps the best model, and saves before exiting
+on SIGTERM (with several processes, at the step they agree on through JAX's preemption service).
 """
 import json
 import logging
@@ -17,12 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
 from flax import traverse_util
 
 from data_pipelines import cli, pipeline, transforms
-from vifi_jax import api, checkpoint, config_checks, data, evaluate, metrics, mixup, model_dir, schedule, sharding, \
-    workdirs
+from vifi_jax import api, checkpoint, config_checks, data, evaluate, metrics, mixup, model_dir, prefetch, schedule, \
+    sharding, workdirs
 from vifi_jax.models import vifi
 
 log = logging.getLogger(__name__)
@@ -120,18 +121,21 @@ def make_train_step(module, optimizer, config, num_classes):
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after each update."""
+    """Turns SIGTERM into a flag the loop checks after each update. With several processes the handler is
+    JAX's preemption service instead (`CheckpointManager.reached_preemption` gives every process the same
+    step), so none is installed here."""
 
     def __init__(self):
         self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._previous = signal.signal(signal.SIGTERM, self._handle) if jax.process_count() == 1 else None
 
     def _handle(self, signum, frame):
         log.warning("SIGTERM received: saving a checkpoint after this update, then exiting")
         self.requested = True
 
     def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _summary_writer(workdir):
@@ -177,9 +181,6 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
                  f"{n_trainable:,}", t.use, len(train.source), num_classes, total_updates, t.accumulation_steps,
                  t.batch_size)
 
-    ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), t.batch_size, config.seed, t.epochs,
-                                process, t.reference_world_size)
-    data_iter = pipeline.iterator(ds, config.data.num_workers)
     ckpt = checkpoint.manager(os.path.abspath(os.path.join(workdir, workdirs.CHECKPOINTS)),
                               config.checkpoint.every_steps, config.checkpoint.keep, config.checkpoint.async_save)
     results_path = os.path.join(workdir, "results.json")
@@ -187,94 +188,142 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     start_update = 0
     if ckpt.latest_step() is not None:
         start_update = ckpt.latest_step()
-        state = checkpoint.restore(ckpt, start_update, state, data_iter)
+        state = checkpoint.restore(ckpt, start_update, state)
         log.info("resumed from checkpoint at update %d", start_update)
-        if os.path.exists(results_path):
-            with open(results_path) as f:
-                previous = json.load(f)
-            results["history"] = [h for h in previous.get("history", []) if h["step"] <= start_update]
-            results["evaluations"] = {k: v for k, v in previous.get("evaluations", {}).items()
-                                      if k.startswith("step_") and int(k[len("step_"):]) <= start_update}
-            if previous.get("best", {}).get("step", start_update + 1) <= start_update:
-                results["best"] = previous["best"]
+        _resume_results(results, results_path, start_update)
 
+    leftover = iterations - updates_per_epoch * t.accumulation_steps  # micro-batches the official loop drops
+    consumed = start_update * t.accumulation_steps + max(start_update - 1, 0) // updates_per_epoch * leftover
+    ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), t.batch_size, config.seed, t.epochs,
+                                process, t.reference_world_size, start_batch=consumed)
+    data_iter = pipeline.iterator(ds, config.data.num_workers)
+    batches = prefetch.Prefetch(_update_batches(data_iter, mesh, range(start_update, total_updates),
+                                                t.accumulation_steps, updates_per_epoch, leftover))
     step_fn = jax.jit(make_train_step(module, optimizer, config, num_classes), donate_argnums=(0,),
                       out_shardings=(jax.tree.map(lambda x: x.sharding, state), sharding.replicated(mesh)))
     bad = pipeline.BadSamples(train.source, config.data.max_bad_fraction)
     writer = _summary_writer(workdir)
     preemption = _Preemption()
-    leftover = iterations - updates_per_epoch * t.accumulation_steps
-    clips_per_update = t.accumulation_steps * t.batch_size
-    last_saved, window_loss, window_start, window_updates = start_update, [], time.time(), 0
+    losses = _LossLog(config, lr_fn, total_updates, updates_per_epoch, results, writer)
+    last_saved = start_update
     bar = cli.progress(total_updates, "train", "update", initial=start_update, enabled=process[0] == 0)
     try:
         for update in range(start_update, total_updates):
-            if update and update % updates_per_epoch == 0:
-                for _ in range(leftover):  # the official loop drops micro-batches that do not fill an update
-                    bad.update(next(data_iter))
-            micro = [next(data_iter) for _ in range(t.accumulation_steps)]
-            for batch in micro:
-                bad.update(batch)
-            placed = sharding.global_batch(mesh, {k: np.stack([b[k] for b in micro]) for k in ("frames", "label")},
-                                           leading_axes=1)
+            placed, bad_samples = next(batches)
+            for found in bad_samples:
+                bad.update(found)
             state, loss = step_fn(state, placed["frames"], placed["label"], text)
-            loss = float(loss)
-            if not np.isfinite(loss):
-                ckpt.wait_until_finished()
-                raise FloatingPointError(
-                    f"loss became {loss} at update {update + 1}; nothing after update {last_saved} was saved, the "
-                    f"last good checkpoint is in {ckpt.directory} (lower train.lr or use model.dtype=float32)")
-            window_loss.append(loss)
-            window_updates += 1
             done = update + 1
-            lr = float(lr_fn(update))
+            losses.add(done, loss)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", epoch=update // updates_per_epoch + 1, refresh=False)
-            results["history"].append({"step": done, "loss": loss, "lr": lr})
-            if writer:
-                writer.add_scalar("train/loss", loss, done)
-                writer.add_scalar("train/lr", lr, done)
-            if done % config.log_every == 0 or done == total_updates:
-                elapsed = time.time() - window_start
-                speed = window_updates * clips_per_update / elapsed
-                log.info("update %d/%d (epoch %d) loss %.4f lr %.3g %.1f clips/s ETA %.0f s", done,
-                         total_updates, update // updates_per_epoch + 1, np.mean(window_loss),
-                         lr, speed, (total_updates - done) * clips_per_update / speed)
-                if writer:
-                    writer.add_scalar("train/clips_per_second", speed, done)
-                window_loss, window_start, window_updates = [], time.time(), 0
-            if evaluates_after(done, updates_per_epoch, total_updates, config.eval.every_epochs):
+            preempted = preemption.requested or ckpt.reached_preemption(done)
+            evaluates = evaluates_after(done, updates_per_epoch, total_updates, config.eval.every_epochs)
+            saves = preempted or ckpt.should_save(done) or done == total_updates
+            if done % config.log_every == 0 or evaluates or saves:
+                try:
+                    losses.fetch(bar)  # the only wait on the device: every log_every updates, or before a save
+                except FloatingPointError as error:
+                    ckpt.wait_until_finished()
+                    raise FloatingPointError(f"{error}; nothing after update {last_saved} was saved, the last good "
+                                             f"checkpoint is in {ckpt.directory} (lower train.lr or use "
+                                             "model.dtype=float32)") from None
+            if evaluates:
                 _evaluate_during_training(config, workdir, model, state, mesh, done, results, writer)
-            if preemption.requested or ckpt.should_save(done):
+            if saves:
                 workdirs.write_json(results_path, results)  # first, so a kill after the save loses no history
-                checkpoint.save(ckpt, done, state, data_iter, force=preemption.requested)
+                checkpoint.save(ckpt, done, state, force=preempted or done == total_updates)
                 last_saved = done
-            if preemption.requested:
+            if preempted:
                 ckpt.wait_until_finished()
                 results["preempted_at"] = done
                 workdirs.write_json(results_path, results)
                 log.warning("saved update %d after SIGTERM; rerun the same command to resume", done)
                 return results
-        if total_updates and last_saved != total_updates:
-            workdirs.write_json(results_path, results)
-            checkpoint.save(ckpt, total_updates, state, data_iter, force=True)
         ckpt.wait_until_finished()
         _final_evaluation(config, workdir, model, state, mesh, results, writer)
         bad_report = bad.summary()
         results["bad_videos"] = bad_report
-        bad.write(os.path.join(workdir, "bad_videos.json"))
+        if process[0] == 0:
+            bad.write(os.path.join(workdir, "bad_videos.json"))
         log.info("unreadable training videos: %d of %d (%s), listed in bad_videos.json", bad_report["count"],
                  bad_report["dataset_size"], bad_report["by_reason"] or "none")
         workdirs.write_json(results_path, results)
         return results
     finally:
         bar.close()
+        batches.close()
         pipeline.close(data_iter)
         preemption.restore()
         ckpt.wait_until_finished()
         ckpt.close()
         if writer:
             writer.close()
+
+
+def _resume_results(results, results_path, start_update):
+    """Keep the history, evaluations and best of the run being resumed, up to its checkpoint."""
+    if not os.path.exists(results_path):
+        return
+    with open(results_path) as f:
+        previous = json.load(f)
+    results["history"] = [h for h in previous.get("history", []) if h["step"] <= start_update]
+    results["evaluations"] = {k: v for k, v in previous.get("evaluations", {}).items()
+                              if k.startswith("step_") and int(k[len("step_"):]) <= start_update}
+    if previous.get("best", {}).get("step", start_update + 1) <= start_update:
+        results["best"] = previous["best"]
+
+
+def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_epoch, leftover):
+    """Per update: (its micro-batches stacked and placed as global arrays, the bad-sample reports of all
+    micro-batches read for it); at each epoch start, first the micro-batches the official loop drops."""
+    for update in updates:
+        read = []
+        if update and update % updates_per_epoch == 0:
+            read += [next(data_iter) for _ in range(leftover)]
+        micro = [next(data_iter) for _ in range(accumulation_steps)]
+        placed = sharding.global_batch(mesh, {k: np.stack([b[k] for b in micro]) for k in ("frames", "label")},
+                                       leading_axes=1)
+        yield placed, [{k: b[k] for k in ("bad_index", "bad_reason")} for b in read + micro]
+
+
+class _LossLog:
+    """Losses stay on the device until `fetch`: then they are checked, recorded (results, TensorBoard) and
+    logged with the speed since the last fetch."""
+
+    def __init__(self, config, lr_fn, total_updates, updates_per_epoch, results, writer):
+        self.config, self.lr_fn, self.total, self.per_epoch = config, lr_fn, total_updates, updates_per_epoch
+        self.results, self.writer = results, writer
+        self.pending, self.window, self.start = [], [], time.time()
+
+    def add(self, done, loss):
+        self.pending.append((done, loss))
+
+    def fetch(self, bar):
+        values = jax.device_get([loss for _, loss in self.pending])
+        for (done, _), loss in zip(self.pending, values):
+            loss = float(loss)
+            if not np.isfinite(loss):
+                self.pending = []
+                raise FloatingPointError(f"loss became {loss} at update {done}")
+            lr = float(self.lr_fn(done - 1))
+            self.results["history"].append({"step": done, "loss": loss, "lr": lr})
+            self.window.append(loss)
+            if self.writer:
+                self.writer.add_scalar("train/loss", loss, done)
+                self.writer.add_scalar("train/lr", lr, done)
+        if not self.pending:
+            return
+        done = self.pending[-1][0]
+        self.pending = []
+        bar.set_postfix(loss=f"{self.window[-1]:.4f}", lr=f"{lr:.3g}", epoch=(done - 1) // self.per_epoch + 1)
+        if done % self.config.log_every == 0 or done == self.total:
+            t = self.config.train
+            speed = len(self.window) * t.accumulation_steps * t.batch_size / (time.time() - self.start)
+            log.info("update %d/%d (epoch %d) loss %.4f lr %.3g %.1f clips/s", done, self.total,
+                     (done - 1) // self.per_epoch + 1, np.mean(self.window), lr, speed)
+            if self.writer:
+                self.writer.add_scalar("train/clips_per_second", speed, done)
+            self.window, self.start = [], time.time()
 
 
 def evaluates_after(done, updates_per_epoch, total_updates, every_epochs):

@@ -1,0 +1,64 @@
+"""`python -m vifi_jax.main` runs as the tests start them: one process, or several forming one JAX job."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "--config=configs/zeroshot.py:train,smoke"
+# Six updates of a global batch of 8 (divisible by 1, 2, 4 and 8 devices), checkpoints after updates 3 and 6.
+EIGHT = ["--config.train.batch_size=8", "--config.train.epochs=6", "--config.checkpoint.every_steps=3"]
+
+
+def start(workdir, *args, env=None, config=SMOKE, log=None):
+    command = [sys.executable, "-m", "vifi_jax.main", config, f"--workdir={workdir}", *args]
+    return subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, text=True,
+                            stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def run_main(workdir, *overrides, env=None, wait=True, config=SMOKE):
+    process = start(workdir, *overrides, env=env, config=config)
+    if not wait:
+        return process
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_job(workdir, count, *overrides, logs, config=SMOKE, heartbeat_timeout=100):
+    """`count` processes joined into one job on this machine (gloo collectives, a localhost coordinator),
+    sharing `workdir`; process i writes its output to logs/i.log."""
+    os.makedirs(logs, exist_ok=True)
+    address = f"127.0.0.1:{free_port()}"
+    processes = []
+    for i in range(count):
+        log = open(os.path.join(logs, f"{i}.log"), "w")
+        processes.append(start(workdir, f"--coordinator_address={address}", f"--num_processes={count}",
+                               f"--process_id={i}", f"--heartbeat_timeout={heartbeat_timeout}", *overrides,
+                               config=config, log=log))
+    return processes
+
+
+def output_of(logs, i):
+    with open(os.path.join(logs, f"{i}.log")) as f:
+        return f.read()
+
+
+def run_job(workdir, count, *overrides, logs, config=SMOKE):
+    processes = start_job(workdir, count, *overrides, logs=logs, config=config)
+    for i, process in enumerate(processes):
+        process.wait(timeout=600)
+        assert process.returncode == 0, f"process {i}: " + output_of(logs, i)[-3000:]
+    return [output_of(logs, i) for i in range(count)]
+
+
+def losses(workdir):
+    with open(os.path.join(workdir, "results.json")) as f:
+        return [h["loss"] for h in json.load(f)["history"]]
