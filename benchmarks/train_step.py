@@ -85,8 +85,8 @@ def jax_setup(recipe, batch, frames, classes, dtype, remat):
     holder = [state]
 
     def run():
-        holder[0], loss = compiled(holder[0], video, labels, ids)
-        return float(loss)  # blocks until the step is done
+        holder[0], metrics = compiled(holder[0], video, labels, ids)
+        return float(metrics["loss"])  # blocks until the step is done
 
     return {"framework": "jax", "recipe": recipe, "batch": batch, "frames": frames, "classes": classes,
             "text_len": int(text_len), "dtype": jnp.dtype(dtype).name, "remat": remat, "compile_s": compile_s,

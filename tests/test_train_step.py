@@ -48,7 +48,25 @@ def test_frozen_text_features_give_the_same_step_as_running_the_text_tower():
     step = train.make_train_step(model.module, optimizer, config, 3)
     fixed = step(state, frames, labels, model.encode_text(ids))  # what image-only training passes
     running = step(state, frames, labels, jnp.asarray(ids))  # the text tower runs (its gradient is unused)
-    np.testing.assert_allclose(float(fixed[1]), float(running[1]), rtol=1e-5)
+    np.testing.assert_allclose(float(fixed[1]["loss"]), float(running[1]["loss"]), rtol=1e-5)
+    np.testing.assert_allclose(float(fixed[1]["grad_norm"]), float(running[1]["grad_norm"]), rtol=1e-4)
     for a, b, before in zip(jax.tree.leaves(fixed[0]["trainable"]), jax.tree.leaves(running[0]["trainable"]),
                             jax.tree.leaves(trainable)):
         assert relative_error(a - before, b - before) <= 1e-4  # the same gradient up to reassociation
+
+
+def test_the_step_reports_the_norms_of_gradient_parameters_and_update():
+    config = zeroshot.get_config("train,smoke")
+    model = api.from_config(config.model, seed=0)[0]
+    optimizer = optax.sgd(0.5)  # the update is -0.5 × the gradient
+    state = train.init_state(model.params, "both", optimizer, 0, sharding.make_mesh())
+    frames = jax.random.randint(jax.random.PRNGKey(2), (1, 4, 1, 4, 32, 32, 3), 0, 256).astype(jnp.uint8)
+    ids = jnp.asarray(vifi.class_token_ids(["a", "b", "c"], "template"))
+    before = state["trainable"]
+    after, metrics = train.make_train_step(model.module, optimizer, config, 3)(state, frames, jnp.array([[0, 1, 2, 1]]),
+                                                                                ids)
+    norm = lambda tree: float(np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in jax.tree.leaves(tree))))
+    update = jax.tree.map(lambda a, b: a - b, after["trainable"], before)
+    assert float(metrics["update_norm"]) == pytest.approx(norm(update), rel=1e-4)
+    assert float(metrics["grad_norm"]) == pytest.approx(2 * norm(update), rel=1e-4)
+    assert float(metrics["param_norm"]) == pytest.approx(norm(after["trainable"]), rel=1e-5)

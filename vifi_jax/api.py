@@ -150,18 +150,25 @@ def from_config(model_config, dtype=jnp.float32, seed=0):
                 f"initialisation of ViT-B/16, so its accuracy is chance level and says nothing about ViFi-CLIP")
         return init("ViT-B/16", seed, dtype, **fields, **extra), note
     config = {**config, **extra}
-    fresh = init_params(config, seed)
-    flat_fresh, flat_loaded = traverse_util.flatten_dict(fresh, sep="/"), traverse_util.flatten_dict(params, sep="/")
-    unexpected = set(flat_loaded) - set(flat_fresh)
+    expected = convert.expected_shapes(config)  # traced, not run: nothing the checkpoint holds is initialised
+    flat_loaded = traverse_util.flatten_dict(params, sep="/")
+    unexpected = sorted(set(flat_loaded) - set(expected))
     if unexpected:
-        raise convert.ConversionError(f"{init_name} has parameters the configured model lacks: {sorted(unexpected)[:5]}")
-    merged = traverse_util.unflatten_dict({**flat_fresh, **flat_loaded}, sep="/")
+        raise convert.ConversionError(f"{init_name} has parameters the configured model lacks: {unexpected[:5]}")
+    missing = sorted(set(expected) - set(flat_loaded))
+    if any(not clip.is_prompt(path) for path in missing):
+        raise convert.ConversionError(f"{init_name} lacks parameters of the configured model: {missing[:5]}")
+    key = jax.random.PRNGKey(seed)
+    fresh = {path: PROMPT_INIT_STD * jax.random.normal(jax.random.fold_in(key, i), expected[path])
+             for i, path in enumerate(missing)}
+    merged = traverse_util.unflatten_dict({**fresh, **flat_loaded}, sep="/")
     if CTX_PATH not in flat_loaded:
         merged = with_initial_text_context(merged, config)
     return Model(config, merged, dtype), note
 
 
 CTX_PATH = "prompt_learner/ctx"
+PROMPT_INIT_STD = 0.02  # the official init of every prompt (nn.init.normal_(std=0.02))
 
 
 def with_initial_text_context(params, config):

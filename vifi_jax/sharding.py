@@ -10,7 +10,7 @@ import inspect
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -26,15 +26,19 @@ def join_processes(coordinator_address=None, num_processes=None, process_id=None
 
 
 def make_mesh(data=-1, fsdp=1, devices=None):
-    """A ("data", "fsdp") mesh; data=-1 takes every device left after fsdp."""
-    devices = np.asarray(devices if devices is not None else jax.devices())
+    """A ("data", "fsdp") mesh by `jax.make_mesh` (which orders devices by the topology); data=-1 takes
+    every device left after fsdp. Axes are Auto: arrays are placed by the NamedShardings of this module."""
+    devices = list(devices if devices is not None else jax.devices())
     if data == -1:
-        if devices.size % fsdp:
-            raise ValueError(f"mesh.fsdp={fsdp} does not divide the {devices.size} devices")
-        data = devices.size // fsdp
-    if data * fsdp != devices.size:
-        raise ValueError(f"mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices, there are {devices.size}")
-    return Mesh(devices.reshape(data, fsdp), BATCH_AXES)
+        if len(devices) % fsdp:
+            raise ValueError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices")
+        data = len(devices) // fsdp
+    if data * fsdp != len(devices):
+        raise ValueError(f"mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices, there are {len(devices)}")
+    options = {}
+    if "axis_types" in inspect.signature(jax.make_mesh).parameters:  # newer jax defaults to Explicit axes
+        options["axis_types"] = (jax.sharding.AxisType.Auto,) * 2
+    return jax.make_mesh((data, fsdp), BATCH_AXES, devices=devices, **options)
 
 
 def param_spec(shape, fsdp_size, min_size=2 ** 14):

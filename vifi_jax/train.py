@@ -23,17 +23,13 @@ from flax import traverse_util
 
 from data_pipelines import cli, pipeline, transforms
 from vifi_jax import api, checkpoint, config_checks, data, evaluate, metrics, mixup, model_dir, prefetch, schedule, \
-    sharding, workdirs
-from vifi_jax.models import vifi
+    sharding, step_log, workdirs
+from vifi_jax.models import clip, vifi
 
 log = logging.getLogger(__name__)
 
 USES = ("both", "image", "text", "prompts")
 TEXT_PREFIXES = ("transformer/", "positional_embedding", "ln_final/", "text_projection")
-
-
-def is_prompt(path):
-    return path.startswith("prompt_learner/") or path.endswith("/VPT") or "VPT_shallow" in path
 
 
 def is_trainable(path, use):
@@ -43,8 +39,8 @@ def is_trainable(path, use):
     if path.startswith("token_embedding/"):
         return False
     if use == "prompts":
-        return is_prompt(path)
-    if is_prompt(path):
+        return clip.is_prompt(path)
+    if clip.is_prompt(path):
         return False  # prompts exist only in prompting runs
     if use == "image":
         return path.startswith("visual/")
@@ -74,11 +70,21 @@ def make_optimizer(config, iterations_per_epoch):
 
 
 def init_state(params, use, optimizer, seed, mesh):
-    """The train state, placed on `mesh` (FSDP rule): {"trainable", "frozen", "opt_state", "step", "rng"}."""
+    """The train state {"trainable", "frozen", "opt_state", "step", "rng"}, built under jit straight into its
+    FSDP shardings (shapes from `jax.eval_shape`), so the optimiser state is never made unsharded."""
     trainable, frozen = split_params(params, use)
-    state = {"trainable": trainable, "frozen": frozen, "opt_state": optimizer.init(trainable),
-             "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(jax.random.PRNGKey(seed))}
-    return jax.device_put(state, sharding.tree_shardings(mesh, state))
+
+    def build(trainable, frozen):
+        return {"trainable": trainable, "frozen": frozen, "opt_state": optimizer.init(trainable),
+                "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(jax.random.PRNGKey(seed))}
+
+    shapes = jax.eval_shape(build, trainable, frozen)
+    return jax.jit(build, out_shardings=sharding.tree_shardings(mesh, shapes))(trainable, frozen)
+
+
+def global_norm(tree):
+    """sqrt of the sum of squares of every element (optax renames its own between versions)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
 def make_train_step(module, optimizer, config, num_classes):
@@ -99,7 +105,8 @@ def make_train_step(module, optimizer, config, num_classes):
     grad_fn = jax.value_and_grad(loss_fn)
 
     def train_step(state, frames, labels, text):
-        """frames [ACC, B, 1, T, H, W, 3] uint8, labels [ACC, B] -> (new state, mean loss)."""
+        """frames [ACC, B, 1, T, H, W, 3] uint8, labels [ACC, B] -> (new state, metrics): the mean loss and
+        the global norms of the gradient, the trained parameters (after the update) and the update."""
         rng = jax.random.fold_in(state["rng"], state["step"])
 
         def micro(carry, inputs):
@@ -113,9 +120,10 @@ def make_train_step(module, optimizer, config, num_classes):
         (grads, loss), _ = jax.lax.scan(micro, (zeros, 0.0), (jnp.arange(steps), frames, labels))
         grads = jax.tree.map(lambda g: g / steps, grads)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
-        new_state = dict(state, trainable=optax.apply_updates(state["trainable"], updates), opt_state=opt_state,
-                         step=state["step"] + 1)
-        return new_state, loss / steps
+        trained = optax.apply_updates(state["trainable"], updates)
+        new_state = dict(state, trainable=trained, opt_state=opt_state, step=state["step"] + 1)
+        return new_state, {"loss": loss / steps, "grad_norm": global_norm(grads), "param_norm": global_norm(trained),
+                           "update_norm": global_norm(updates)}
 
     return train_step
 
@@ -204,17 +212,23 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     bad = pipeline.BadSamples(train.source, config.data.max_bad_fraction)
     writer = _summary_writer(workdir)
     preemption = _Preemption()
-    losses = _LossLog(config, lr_fn, total_updates, updates_per_epoch, results, writer)
-    last_saved = start_update
+    losses = step_log.StepLog(config, lr_fn, total_updates, updates_per_epoch, results, writer)
+    compiled, last_saved = None, start_update
     bar = cli.progress(total_updates, "train", "update", initial=start_update, enabled=process[0] == 0)
     try:
         for update in range(start_update, total_updates):
+            waiting = time.perf_counter()
             placed, bad_samples = next(batches)
+            losses.waited += time.perf_counter() - waiting
             for found in bad_samples:
                 bad.update(found)
-            state, loss = step_fn(state, placed["frames"], placed["label"], text)
+            if compiled is None:
+                compiled = step_fn.lower(state, placed["frames"], placed["label"], text).compile()
+                losses.flops = step_log.report_step_cost(compiled, config, results)
+                losses.start = time.time()
+            state, step_metrics = compiled(state, placed["frames"], placed["label"], text)
             done = update + 1
-            losses.add(done, loss)
+            losses.add(done, step_metrics)
             bar.update(1)
             preempted = preemption.requested or ckpt.reached_preemption(done)
             evaluates = evaluates_after(done, updates_per_epoch, total_updates, config.eval.every_epochs)
@@ -284,46 +298,6 @@ def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_ep
         placed = sharding.global_batch(mesh, {k: np.stack([b[k] for b in micro]) for k in ("frames", "label")},
                                        leading_axes=1)
         yield placed, [{k: b[k] for k in ("bad_index", "bad_reason")} for b in read + micro]
-
-
-class _LossLog:
-    """Losses stay on the device until `fetch`: then they are checked, recorded (results, TensorBoard) and
-    logged with the speed since the last fetch."""
-
-    def __init__(self, config, lr_fn, total_updates, updates_per_epoch, results, writer):
-        self.config, self.lr_fn, self.total, self.per_epoch = config, lr_fn, total_updates, updates_per_epoch
-        self.results, self.writer = results, writer
-        self.pending, self.window, self.start = [], [], time.time()
-
-    def add(self, done, loss):
-        self.pending.append((done, loss))
-
-    def fetch(self, bar):
-        values = jax.device_get([loss for _, loss in self.pending])
-        for (done, _), loss in zip(self.pending, values):
-            loss = float(loss)
-            if not np.isfinite(loss):
-                self.pending = []
-                raise FloatingPointError(f"loss became {loss} at update {done}")
-            lr = float(self.lr_fn(done - 1))
-            self.results["history"].append({"step": done, "loss": loss, "lr": lr})
-            self.window.append(loss)
-            if self.writer:
-                self.writer.add_scalar("train/loss", loss, done)
-                self.writer.add_scalar("train/lr", lr, done)
-        if not self.pending:
-            return
-        done = self.pending[-1][0]
-        self.pending = []
-        bar.set_postfix(loss=f"{self.window[-1]:.4f}", lr=f"{lr:.3g}", epoch=(done - 1) // self.per_epoch + 1)
-        if done % self.config.log_every == 0 or done == self.total:
-            t = self.config.train
-            speed = len(self.window) * t.accumulation_steps * t.batch_size / (time.time() - self.start)
-            log.info("update %d/%d (epoch %d) loss %.4f lr %.3g %.1f clips/s", done, self.total,
-                     (done - 1) // self.per_epoch + 1, np.mean(self.window), lr, speed)
-            if self.writer:
-                self.writer.add_scalar("train/clips_per_second", speed, done)
-            self.window, self.start = [], time.time()
 
 
 def evaluates_after(done, updates_per_epoch, total_updates, every_epochs):

@@ -49,6 +49,11 @@ class ModelConfigError(ValueError):
     """Model fields that do not describe a buildable CLIP."""
 
 
+def is_prompt(path):
+    """Whether a parameter path is a deep prompt (text context, vision prompts, per-layer prompts)."""
+    return path.startswith("prompt_learner/") or path.endswith("/VPT") or "VPT_shallow" in path
+
+
 def check_fields(config, source="model config"):
     """Raise ModelConfigError naming every field of `config` (CLIP's fields) that is missing, of the wrong
     type, out of bounds or inconsistent with another."""

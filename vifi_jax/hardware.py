@@ -1,0 +1,48 @@
+"""What the accelerator can do: peak dense bf16 TFLOP/s per chip (for MFU) and memory per device.
+
+Peaks from vendor datasheets (see ../shared/reference/performance.md §5.1); a device not listed has an
+unknown peak, and MFU is then not reported rather than guessed.
+"""
+import jax
+
+# (substring of jax's device_kind, peak dense bf16 TFLOP/s); the first match wins, so specific names first.
+PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.4), ("A100", 312.0),
+               ("TPU v6 lite", 918.0), ("TPU v6e", 918.0), ("TPU v5 lite", 197.0), ("TPU v5e", 197.0),
+               ("TPU v5p", 459.0), ("TPU v5", 459.0), ("TPU v4", 275.0), ("TPU v3", 123.0))
+
+
+def peak_tflops(device_kind):
+    """Peak dense bf16 TFLOP/s of one device of this kind, or None when unknown (CPUs, unlisted chips)."""
+    for name, peak in PEAK_TFLOPS:
+        if name.lower() in device_kind.lower():
+            return peak
+    return None
+
+
+def memory_limit(device=None):
+    """Bytes the runtime lets one device use, or None where it does not say (CPU)."""
+    device = device or jax.local_devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 - backends without memory stats raise various errors
+        return None
+    return stats.get("bytes_limit")
+
+
+def step_cost(compiled):
+    """(FLOPs per device, bytes of device memory) of a compiled step, from XLA's own analyses (None where
+    the backend does not report them)."""
+    flops = memory = None
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost["flops"]) if cost and cost.get("flops", 0) > 0 else None
+    except Exception:  # noqa: BLE001 - not every backend and version implements it
+        pass
+    try:
+        m = compiled.memory_analysis()
+        memory = int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                      - m.alias_size_in_bytes)
+    except Exception:  # noqa: BLE001
+        pass
+    return flops, memory

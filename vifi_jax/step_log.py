@@ -1,0 +1,89 @@
+"""What each training update reports: loss, gradient/parameter/update norms and LR per update; clips/s,
+TFLOP/s and MFU per device and the fraction of time spent waiting for data per log window; the compiled
+step's FLOPs and memory once. Metrics stay on the device until fetched (every `log_every` updates and
+before a save), so the loop never waits on the host for them.
+"""
+import logging
+import time
+
+import jax
+import numpy as np
+
+from vifi_jax import hardware
+
+log = logging.getLogger("vifi_jax.train")
+
+
+def report_step_cost(compiled, config, results):
+    """Log (and record) the compiled step's FLOPs and memory; refuse a step that cannot fit the device.
+    Returns the FLOPs per device (None if XLA does not say)."""
+    flops, memory = hardware.step_cost(compiled)
+    limit, kind = hardware.memory_limit(), jax.devices()[0].device_kind
+    results["step_cost"] = {"flops_per_device": flops, "memory_bytes": memory, "memory_limit_bytes": limit,
+                            "device_kind": kind, "peak_tflops": hardware.peak_tflops(kind)}
+    log.info("compiled train step: %s per device, %s of device memory%s",
+             f"{flops / 1e12:.3f} TFLOP" if flops else "unknown FLOPs",
+             f"{memory / 2 ** 30:.2f} GiB" if memory is not None else "unknown bytes",
+             f" (limit {limit / 2 ** 30:.2f} GiB)" if limit else "")
+    if memory is not None and limit and memory > limit:
+        t = config.train
+        raise MemoryError(
+            f"the train step needs {memory / 2 ** 30:.1f} GiB per device, more than the {limit / 2 ** 30:.1f} GiB "
+            f"there are. Lower train.batch_size (now {t.batch_size}) and raise train.accumulation_steps (now "
+            f"{t.accumulation_steps}) by the same factor (the same effective batch and schedule), set "
+            "model.remat=True, or model.dtype=bfloat16")
+    return flops
+
+
+class StepLog:
+    """Step metrics stay on the device until `fetch`: then they are checked, recorded (results, TensorBoard)
+    and logged with clips/s, TFLOP/s and MFU per device, and the fraction of time spent waiting for data."""
+
+    def __init__(self, config, lr_fn, total_updates, updates_per_epoch, results, writer):
+        self.config, self.lr_fn, self.total, self.per_epoch = config, lr_fn, total_updates, updates_per_epoch
+        self.results, self.writer = results, writer
+        self.pending, self.window, self.start, self.waited, self.flops = [], [], time.time(), 0.0, None
+        self.peak = hardware.peak_tflops(jax.devices()[0].device_kind)
+
+    def add(self, done, metrics):
+        self.pending.append((done, metrics))
+
+    def fetch(self, bar):
+        values = jax.device_get([step for _, step in self.pending])
+        for (done, _), step in zip(self.pending, values):
+            step = {k: float(v) for k, v in step.items()}
+            if not np.isfinite(step["loss"]):
+                self.pending = []
+                raise FloatingPointError(f"loss became {step['loss']} at update {done}")
+            lr = float(self.lr_fn(done - 1))
+            self.results["history"].append({"step": done, **step, "lr": lr})
+            self.window.append(step["loss"])
+            if self.writer:
+                for name, value in {**step, "lr": lr}.items():
+                    self.writer.add_scalar(f"train/{name}", value, done)
+        if not self.pending:
+            return
+        done = self.pending[-1][0]
+        self.pending = []
+        bar.set_postfix(loss=f"{self.window[-1]:.4f}", lr=f"{lr:.3g}", epoch=(done - 1) // self.per_epoch + 1)
+        if done % self.config.log_every == 0 or done == self.total:
+            self._log_speed(done, lr)
+
+    def _log_speed(self, done, lr):
+        t, elapsed = self.config.train, time.time() - self.start
+        speed = {"clips_per_second": len(self.window) * t.accumulation_steps * t.batch_size / elapsed,
+                 "data_wait_fraction": min(self.waited / elapsed, 1.0)}
+        if self.flops:
+            speed["tflops_per_device"] = len(self.window) * self.flops / elapsed / 1e12
+            if self.peak:
+                speed["mfu"] = speed["tflops_per_device"] / self.peak
+        self.results.setdefault("speed", []).append({"step": done, **speed})
+        log.info("update %d/%d (epoch %d) loss %.4f lr %.3g | %.1f clips/s, %s TFLOP/s per device, MFU %s, "
+                 "waiting for data %.1f%%", done, self.total, (done - 1) // self.per_epoch + 1, np.mean(self.window),
+                 lr, speed["clips_per_second"], f"{speed['tflops_per_device']:.2f}" if "tflops_per_device" in speed
+                 else "?", f"{100 * speed['mfu']:.1f}%" if "mfu" in speed else "unknown (no peak for this device)",
+                 100 * speed["data_wait_fraction"])
+        if self.writer:
+            for name, value in speed.items():
+                self.writer.add_scalar(f"speed/{name}", value, done)
+        self.window, self.start, self.waited = [], time.time(), 0.0
