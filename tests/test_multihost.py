@@ -6,11 +6,16 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
 
-from runs import EIGHT, losses, output_of, run_job, run_main, start_job
+from data_pipelines import datasets
+from runs import EIGHT, REPO, free_port, losses, output_of, run_job, run_main, start_job
+from conftest import TINY
+from vifi_jax import api, extract
 
 # Two processes all-reduce the gradient across processes in another order than one process sums it over
 # its batch: float reassociation, measured at ~4e-7 relative on the smoke losses.
@@ -71,3 +76,25 @@ def test_when_one_process_dies_the_other_stops_with_an_error(tmp_path):
     output = output_of(tmp_path / "logs", 0)
     assert processes[0].returncode == 1 and time.time() - start < 60, output[-3000:]
     assert "error: process 0 of 2 stops:" in output and "Fatal Python error" not in output
+
+
+def test_two_processes_extract_their_halves_into_one_manifest(tmp_path, synthetic_videos):
+    root, list_file, _ = synthetic_videos
+    model = api.init("ViT-B/16", seed=3, **TINY)
+    model.save(str(tmp_path / "model"))
+    address = f"127.0.0.1:{free_port()}"
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "vifi_jax.extract", f"--weights={tmp_path / 'model'}", f"--out={tmp_path / 'out'}",
+         f"--list_file={list_file}", f"--root={root}", "--num_frames=2", "--shard_size=4",
+         f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    with open(tmp_path / "out" / "manifest.jsonl") as f:
+        entries = [json.loads(line) for line in f]
+    paths = list(datasets.read_list_file(list_file, root).paths)
+    assert [e["video"] for e in entries] == paths  # input order, though each process did every other video
+    assert {e["file"].split("-")[1] for e in entries} == {"p0", "p1"}
+    one = extract.extract(model, paths[1:2], str(tmp_path / "one"), num_frames=2)[0]
+    got = np.load(tmp_path / "out" / entries[1]["file"])[entries[1]["row"]]
+    np.testing.assert_allclose(got, np.load(tmp_path / "one" / one["file"])[0], rtol=1e-5, atol=1e-6)

@@ -55,6 +55,11 @@ class Model:
         """float32 frames [B, T, H, W, 3], normalised as `load_video` does -> video embeddings [B, D]."""
         return self._video(self.params, self._checked_frames(frames), "video_features" if normalize else "encode_video")
 
+    def encode_frames(self, frames):
+        """float32 frames [B, T, H, W, 3] (as for `encode_video`) -> each frame's projected embedding [B, T, D],
+        not normalised: their mean over T, normalised, is `encode_video`."""
+        return self._video(self.params, self._checked_frames(frames), "encode_frames")
+
     def _checked_frames(self, frames):
         if np.asarray(frames).dtype == np.uint8:
             raise ValueError("frames are raw uint8 pixels; normalise them first (vifi_jax.load_video does: ImageNet "

@@ -47,14 +47,7 @@ config_flags.DEFINE_config_file(
     "zeroshot, few_shot:dataset=hmdb51,shots=2 or configs/base2novel.py:dataset=ucf101,split=2 (listed above).",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: workdirs/<config name>).")
-flags.DEFINE_bool("distributed", False, "One process per host: join the others first (jax.distributed). On TPU pods, "
-                  "SLURM and Open MPI the job is detected; elsewhere give the three flags below.")
-flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, reachable from every process (implies "
-                    "--distributed).")
-flags.DEFINE_integer("num_processes", None, "How many processes form the job.")
-flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
-flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds without a sign of life after which the other processes "
-                     "stop with an error instead of waiting for a dead one.")
+sharding.define_process_flags()
 flags.DEFINE_bool("resume_changed_config", False, "Resume the checkpoints in --workdir even though this run's "
                   "config differs from theirs in fields that change results.")
 
@@ -101,9 +94,7 @@ def main(argv):
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/zeroshot.py")
     config_checks.check(config)
-    if FLAGS.distributed or FLAGS.coordinator_address:
-        sharding.join_processes(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                                FLAGS.heartbeat_timeout)
+    sharding.join_processes_from_flags()
     workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
     os.makedirs(workdir, exist_ok=True)
     cli.configure_logging()

@@ -59,13 +59,17 @@ def class_token_ids(names, mode=None, num_prompts=0):
 class ViFiCLIP(clip.CLIP):
     """CLIP with video methods; frames are [B, T, H, W, 3], already normalised."""
 
-    def encode_video(self, frames):
-        """Frames [B, T, H, W, 3] -> mean over T of projected frame embeddings [B, D] (not normalised)."""
+    def encode_frames(self, frames):
+        """Frames [B, T, H, W, 3] -> projected embeddings of every frame [B, T, D] fp32 (not normalised)."""
         per_frame = nn.vmap(
             lambda model, x: model.encode_image(x),
             variable_axes={"params": None}, split_rngs={"params": False},
             in_axes=1, out_axes=1)(self, frames)
-        return per_frame.astype(jnp.float32).mean(axis=1)
+        return per_frame.astype(jnp.float32)
+
+    def encode_video(self, frames):
+        """Frames [B, T, H, W, 3] -> mean over T of projected frame embeddings [B, D] (not normalised)."""
+        return self.encode_frames(frames).mean(axis=1)
 
     def video_features(self, frames):
         """Frames [B, T, H, W, 3] -> L2-normalised fp32 video features [B, D]."""

