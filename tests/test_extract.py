@@ -126,3 +126,23 @@ def test_search_ranks_exported_videos_by_text_and_by_video(model, synthetic_vide
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["results"] == near[:2]
+
+
+def test_tsne_draws_an_export_coloured_by_class(model, synthetic_videos, tmp_path):
+    import cv2
+    from vifi_jax import tsne
+    root, list_file, labels = synthetic_videos
+    parsed = datasets.read_list_file(list_file, root)
+    extract.extract(model, list(parsed.paths), str(tmp_path / "index"), num_frames=2, labels=list(parsed.labels))
+    result = subprocess.run([sys.executable, "-m", "vifi_jax.tsne", f"--features={tmp_path / 'index'}",
+                             f"--out={tmp_path / 'pics' / 'tsne.png'}", f"--label_names={labels}"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    picture = cv2.imread(str(tmp_path / "pics" / "tsne.png"))
+    assert picture is not None and picture.shape == (600, 700, 3) and picture.std() > 0
+    placed = json.load(open(tmp_path / "pics" / "tsne.json"))["videos"]
+    names = datasets.read_labels(labels)
+    assert [v["class"] for v in placed] == [names[label] for label in parsed.labels]
+    assert np.isfinite([[v["x"], v["y"]] for v in placed]).all()
+    with pytest.raises(ValueError, match="has no manifest.jsonl"):
+        tsne.tsne(str(tmp_path), str(tmp_path / "x.png"))

@@ -14,7 +14,8 @@ mean over frames is `encode_video`):
 
 DIR/manifest.jsonl has one JSON object per input, in input order: {"video", "file", "row", "rows"} (the
 block is rows [row, row + rows) of the .npy shard `file`; video level: rows = 1) plus "frames" (frame level:
-the sampled frame indices) or "windows" (window level: [start, end) frame ranges); or {"video", "error"}
+the sampled frame indices) or "windows" (window level: [start, end) frame ranges), and "label" (the class
+a --list_file gives the video); or {"video", "error"}
 for a video that could not be read. Shards `features-*.npy` hold `shard_size` inputs each; a finished shard
 is kept, so a rerun of the same command continues where it stopped. With several JAX processes each
 extracts every P-th input and process 0 writes the manifest.
@@ -122,9 +123,10 @@ def _finished(out, process, shard_size):
 
 
 def extract(model, inputs, out, level="video", num_frames=32, window=16, stride=4, dtype="float32",
-            shard_size=1000, texts=False):
+            shard_size=1000, texts=False, labels=None):
     """Write features of `inputs` (video paths, or texts with `texts=True`) under `out`; returns the
-    manifest entries of all inputs, in order. Resumes from the finished shards of an earlier run."""
+    manifest entries of all inputs, in order (with each video's class `label` where `labels` are given,
+    e.g. from a list file). Resumes from the finished shards of an earlier run."""
     if not inputs:
         raise ExtractError("nothing to extract: give videos, a --list_file with lines, or texts")
     if level not in LEVELS:
@@ -161,6 +163,8 @@ def extract(model, inputs, out, level="video", num_frames=32, window=16, stride=
                         entries.append({"video": path, "file": name, "row": row, "rows": len(block), **extra})
                         rows.append(block)
                         row += len(block)
+                    if labels is not None:
+                        entries[-1]["label"] = int(labels[i])
                     bar.update(1)
             if rows:
                 np.save(os.path.join(out, name + ".tmp.npy"), np.concatenate(rows).astype(dtype))
@@ -191,12 +195,13 @@ def read_inputs(paths, list_file, root, texts, labels_file):
     if sum(given) != 1:
         raise app.UsageError("give videos, or --list_file, or --texts, or --labels_file (exactly one)")
     if list_file:
-        return datasets.read_list_file(list_file, root).paths, False
+        parsed = datasets.read_list_file(list_file, root)
+        return list(parsed.paths), False, list(parsed.labels)
     if texts:
-        return [t.strip() for t in texts.split(",") if t.strip()], True
+        return [t.strip() for t in texts.split(",") if t.strip()], True, None
     if labels_file:
-        return datasets.read_labels(labels_file), "labels"
-    return list(paths), False
+        return datasets.read_labels(labels_file), "labels", None
+    return list(paths), False, None
 
 
 def main(argv):
@@ -204,12 +209,12 @@ def main(argv):
     if not FLAGS.out:
         raise app.UsageError("--out is required")
     sharding.join_processes_from_flags()
-    inputs, texts = read_inputs(argv[1:], FLAGS.list_file, FLAGS.root, FLAGS.texts, FLAGS.labels_file)
+    inputs, texts, labels = read_inputs(argv[1:], FLAGS.list_file, FLAGS.root, FLAGS.texts, FLAGS.labels_file)
     model = api.load(FLAGS.weights, FLAGS.clip_weights)
     if texts == "labels":
         inputs = model.class_texts(inputs)  # the texts the model scores classes by (template, or its prompts)
     entries = extract(model, list(inputs), FLAGS.out, FLAGS.level, FLAGS.num_frames, FLAGS.window, FLAGS.stride,
-                      FLAGS.dtype, FLAGS.shard_size, texts)
+                      FLAGS.dtype, FLAGS.shard_size, texts, labels)
     failed = sum("error" in e for e in entries)
     print(f"wrote {len(entries) - failed} of {len(entries)} to {os.path.join(FLAGS.out, MANIFEST)}"
           + (f"; {failed} could not be read (their errors are in the manifest)" if failed else ""))

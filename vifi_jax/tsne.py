@@ -1,0 +1,102 @@
+"""The t-SNE of exported video features, coloured by class (the paper's Figure 5):
+
+    python -m vifi_jax.tsne --features=DIR --out=tsne.png [--label_names=labels.csv] [--perplexity=30] [--seed=0]
+
+DIR is a video-level export (`python -m vifi_jax.extract --list_file=...` records each video's class in the
+manifest; without one, a video's class is the name of its parent directory). Writes the PNG and, beside it,
+a JSON file with each video's 2-D position and class. Needs matplotlib and scikit-learn
+(`pip install -r requirements-viz.txt`).
+"""
+import json
+import logging
+import os
+
+import numpy as np
+from absl import app, flags
+
+from data_pipelines import cli, datasets
+from vifi_jax import extract, search
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("features", None, "Directory written by `python -m vifi_jax.extract` (video level).")
+    flags.DEFINE_string("out", "tsne.png", "PNG to write (and a .json beside it).")
+    flags.DEFINE_string("label_names", None, "Label CSV (id,name) naming the manifest's class numbers.")
+    flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity (lowered to fit small sets).")
+    flags.DEFINE_integer("seed", 0, "t-SNE random seed.")
+
+
+def classes(directory, paths, label_names=None):
+    """The class of each exported video: the manifest's label (named by `label_names`), else its folder."""
+    with open(os.path.join(directory, extract.MANIFEST)) as f:
+        labels = {e["video"]: e.get("label") for e in map(json.loads, f) if "file" in e}
+    names = datasets.read_labels(label_names) if label_names else None
+    found = []
+    for path in paths:
+        label = labels.get(path)
+        if label is None:
+            found.append(os.path.basename(os.path.dirname(path)) or "?")
+        else:
+            found.append(names[label] if names and label < len(names) else str(label))
+    return found
+
+
+def embed(features, perplexity=30.0, seed=0):
+    """2-D t-SNE positions [N, 2] of L2-normalised features (cosine geometry)."""
+    from sklearn.manifold import TSNE
+    if len(features) < 3:
+        raise search.SearchError(f"t-SNE needs at least 3 videos, the export has {len(features)}")
+    perplexity = min(perplexity, (len(features) - 1) / 3)
+    return TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="random",
+                random_state=seed).fit_transform(features)
+
+
+def plot(positions, labels, out, title="t-SNE of video features"):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots(figsize=(7, 6), dpi=100)
+    names = sorted(set(labels))
+    colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    for k, name in enumerate(names):
+        chosen = np.array([label == name for label in labels])
+        axes.scatter(positions[chosen, 0], positions[chosen, 1], s=14, color=colours(k % colours.N), label=name)
+    if len(names) <= 20:
+        axes.legend(fontsize=7, markerscale=1.5, loc="best")
+    axes.set_title(title)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+
+
+def tsne(directory, out, label_names=None, perplexity=30.0, seed=0):
+    """Write the t-SNE PNG and JSON of an export; returns the JSON's content."""
+    paths, features = search.load_index(directory)
+    labels = classes(directory, paths, label_names)
+    positions = embed(features, perplexity, seed)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    plot(positions, labels, out)
+    result = {"videos": [{"video": p, "class": c, "x": float(x), "y": float(y)}
+                         for p, c, (x, y) in zip(paths, labels, positions)]}
+    with open(os.path.splitext(out)[0] + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def main(argv):
+    cli.configure_logging(logging.WARNING)
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.features:
+        raise app.UsageError("--features is required")
+    result = tsne(FLAGS.features, FLAGS.out, FLAGS.label_names, FLAGS.perplexity, FLAGS.seed)
+    print(f"wrote {FLAGS.out} ({len(result['videos'])} videos)")
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run_absl(main)
