@@ -141,7 +141,8 @@ def quick_gelu(x):
 
 
 class MultiheadAttention(nn.Module):
-    """torch.nn.MultiheadAttention with packed q/k/v projection (`in_proj`)."""
+    """torch.nn.MultiheadAttention with packed q/k/v projection (`in_proj`). When the "intermediates"
+    collection is mutable it also sows its attention weights, averaged over heads (for explanations)."""
     num_heads: int
     causal: bool = False
     dtype: Dtype = jnp.float32
@@ -153,6 +154,11 @@ class MultiheadAttention(nn.Module):
         qkv = nn.Dense(3 * width, dtype=self.dtype, name="in_proj",
                        kernel_init=nn.initializers.normal(width ** -0.5))(x)
         q, k, v = jnp.split(qkv.reshape(batch, length, 3 * self.num_heads, head_dim), 3, axis=2)
+        if self.is_mutable_collection("intermediates"):  # only when asked (explanations): the weights, head mean
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
+            if self.causal:
+                scores = jnp.where(jnp.tril(jnp.ones((length, length), bool)), scores, -jnp.inf)
+            self.sow("intermediates", "attention", jax.nn.softmax(scores, axis=-1).mean(axis=1))
         out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
         return nn.Dense(width, dtype=self.dtype, name="out_proj")(out.reshape(batch, length, width))
 

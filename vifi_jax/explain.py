@@ -1,0 +1,132 @@
+"""Which frames, and which parts of them, make a video match a label:
+
+    python -m vifi_jax.explain --weights=W [--clip_weights=C] (--labels="a,b" | --labels_file=L) --out=DIR
+        [--num_frames=8] VIDEO...
+
+For each video (the official test view: TSN segment centres, short side 256, centre crop) and its top label,
+DIR/<video name>.png shows the sampled frames with a relevance heat-map over each, and <video name>.json
+holds the same numbers:
+  - frame contributions: the video–text logit is exp(logit_scale) · mean_t(f_t) · text / |mean_t(f_t)|, a sum
+    over frames, so frame t contributes exp(logit_scale) · f_t · text / (T · |mean_t(f_t)|), exactly;
+  - relevance maps: *attention rollout* (Abnar & Zuidema 2020) through the image tower — per layer the
+    head-averaged attention plus the identity, rows renormalised, multiplied over layers; the CLS row's
+    weights on the patches. It is plain rollout, not the gradient-weighted variant of Chefer et al. 2021,
+    so a map says where the frame's embedding draws from, for any label.
+"""
+import json
+import logging
+import os
+import sys
+
+import cv2
+import jax
+import numpy as np
+from absl import app, flags
+
+from data_pipelines import cli, datasets, transforms, video
+from vifi_jax import api, extract
+
+FLAGS = flags.FLAGS
+METHOD = "attention rollout (Abnar & Zuidema 2020): head-mean attention + identity, rows renormalised, " \
+         "multiplied over layers; not gradient-weighted"
+
+
+def define_flags():
+    flags.DEFINE_string("weights", "openai:ViT-B/16", "Model weights (see vifi_jax.load).")
+    flags.DEFINE_string("clip_weights", None, "OpenAI weights for official ViFi-CLIP .pth files (token embedding).")
+    flags.DEFINE_string("labels", None, "Comma-separated class names.")
+    flags.DEFINE_string("labels_file", None, "Label CSV with an 'id,name' header.")
+    flags.DEFINE_string("out", None, "Directory for the pictures and JSON files (created).")
+    flags.DEFINE_integer("num_frames", 8, "Frames sampled per video (TSN segment centres).")
+
+
+def rollout(attentions):
+    """attentions [layers, L, L] (rows sum to 1) -> the rolled-out attention [L, L]: the product, last layer
+    first, of 0.5 · A + 0.5 · I with rows renormalised."""
+    result = np.eye(attentions.shape[-1])
+    for attention in attentions:
+        step = 0.5 * attention + 0.5 * np.eye(attention.shape[-1])
+        result = (step / step.sum(axis=-1, keepdims=True)) @ result
+    return result
+
+
+def relevance_maps(model, frames):
+    """frames [T, H, W, 3] (normalised) -> per-frame relevance of each patch [T, grid, grid], max 1."""
+    _, state = jax.jit(lambda p, x: model.module.apply({"params": p}, x, method="encode_image",
+                                                       mutable=["intermediates"]))(model.params, frames)
+    blocks = state["intermediates"]["visual"]["transformer"]
+    layers = [np.asarray(blocks[f"resblocks_{i}"]["attn"]["attention"][0]) for i in range(len(blocks))]
+    attentions = np.stack(layers, axis=1)  # [T, layers, L, L]
+    grid = model.config["image_resolution"] // model.config["vision_patch_size"]
+    maps = np.stack([rollout(a)[0, 1:1 + grid * grid] for a in attentions]).reshape(-1, grid, grid)
+    return maps / maps.max(axis=(1, 2), keepdims=True)
+
+
+def frame_contributions(model, frames, text_feature):
+    """Each frame's exact share of the video–text logit (they sum to it)."""
+    per_frame = np.asarray(model.encode_frames(frames[None]))[0]
+    norm = np.linalg.norm(per_frame.mean(axis=0))
+    return float(model.logit_scale) * per_frame @ np.asarray(text_feature) / (len(per_frame) * norm)
+
+
+def overlay(crop, relevance):
+    """An RGB uint8 crop with its relevance map as a heat-map over it."""
+    heat = cv2.resize(relevance.astype(np.float32), crop.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+    coloured = cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), cv2.COLORMAP_JET)[..., ::-1]
+    return cv2.addWeighted(crop, 0.55, coloured, 0.45, 0)
+
+
+def explain_video(model, path, names, text, out, num_frames=8):
+    """Write <out>/<name>.png and .json for one video; returns the JSON content."""
+    size = model.config["image_resolution"]
+    normalised, indices = extract.test_view(path, num_frames, size)
+    crops = transforms.test_transform(video.read_frames(path, indices), size, 1)[0]
+    logits = np.asarray(model.logits(normalised, text))[0]
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    top = int(np.argmax(logits))
+    contributions = frame_contributions(model, normalised[0], text[top])
+    maps = relevance_maps(model, normalised[0])
+    stem = os.path.splitext(os.path.basename(path))[0]
+    row = np.concatenate([overlay(c, m) for c, m in zip(crops, maps)], axis=1)
+    caption = np.full((28, row.shape[1], 3), 255, np.uint8)
+    cv2.putText(caption, f"{names[top]} ({100 * probabilities[top]:.1f}%)", (6, 20), cv2.FONT_HERSHEY_SIMPLEX,
+                0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(os.path.join(out, stem + ".png"), np.concatenate([caption, row])[..., ::-1])
+    result = {"video": path, "label": names[top], "probability": float(probabilities[top]),
+              "logit": float(logits[top]), "frames": [int(i) for i in indices],
+              "frame_contributions": [float(c) for c in contributions], "method": METHOD,
+              "relevance_maps": np.round(maps, 4).tolist()}
+    with open(os.path.join(out, stem + ".json"), "w") as f:
+        json.dump(result, f)
+    return result
+
+
+def main(argv):
+    cli.configure_logging(logging.WARNING)
+    paths = argv[1:]
+    if not paths or not FLAGS.out:
+        raise app.UsageError("give --out and one or more videos")
+    if bool(FLAGS.labels) == bool(FLAGS.labels_file):
+        raise app.UsageError("give exactly one of --labels or --labels_file")
+    names = datasets.read_labels(FLAGS.labels_file) if FLAGS.labels_file else \
+        [n.strip() for n in FLAGS.labels.split(",") if n.strip()]
+    model = api.load(FLAGS.weights, FLAGS.clip_weights)
+    text = model.encode_text(model.class_texts(names))
+    os.makedirs(FLAGS.out, exist_ok=True)
+    failed = 0
+    for path in paths:
+        try:
+            result = explain_video(model, path, names, text, FLAGS.out, FLAGS.num_frames)
+        except (video.VideoError, OSError, ValueError, MemoryError, cv2.error) as error:
+            print(f"{path}: error: {cli.describe(error)}", flush=True)
+            failed += 1
+            continue
+        print(f"{path}: {result['label']} ({100 * result['probability']:.1f}%)", flush=True)
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run_absl(main)
