@@ -1,13 +1,14 @@
 """Experiment configs: every unusable value fails at start-up, naming its field."""
 import pytest
 
-from configs import base2novel, few_shot, fully_supervised, zeroshot
+from configs import base2novel, few_shot, fully_supervised, retrieval, zeroshot
 from vifi_jax import config_checks, evaluate, train
 
 
 @pytest.mark.parametrize("config", [zeroshot.get_config(""), zeroshot.get_config("train"),
                                     base2novel.get_config("prompting"), few_shot.get_config("smoke"),
-                                    fully_supervised.get_config("")], ids=["zs", "zs_train", "b2n", "fs", "sup"])
+                                    fully_supervised.get_config(""), retrieval.get_config("")],
+                         ids=["zs", "zs_train", "b2n", "fs", "sup", "retrieval"])
 def test_the_shipped_configs_pass(config):
     config_checks.check(config)
 

@@ -2,7 +2,7 @@
 prompts; one or two eval sets; accumulation; multi-view final evaluation) run a real train step."""
 import pytest
 
-from configs import base2novel, common, few_shot, fully_supervised, zeroshot
+from configs import base2novel, common, few_shot, fully_supervised, retrieval, zeroshot
 from vifi_jax import evaluate, train
 
 FULL = [(zeroshot, a) for a in ("", "train", "train,use=image", "train,use=text", "dataset=hmdb51", "dataset=ucf101",
@@ -11,7 +11,7 @@ FULL += [(base2novel, f"dataset={d},split={s}{p}") for d in base2novel.DATASETS 
          for p in ("", ",prompting")]
 FULL += [(few_shot, f"dataset={d},shots={k}{p}") for d in few_shot.DATASETS for k in (2, 4, 8, 16)
          for p in ("", ",prompting")]
-FULL += [(fully_supervised, a) for a in ("", "use=image", "use=text")]
+FULL += [(fully_supervised, a) for a in ("", "use=image", "use=text")] + [(retrieval, "")]
 FULL += [(base2novel, "dataset=ucf101,use=image"), (base2novel, "dataset=ucf"), (few_shot, "dataset=hmdb"),
          (few_shot, "dataset=ssv2,shots=8,use=text")]
 
@@ -27,7 +27,7 @@ def name(param):
 @pytest.mark.parametrize("module,arg", FULL, ids=map(name, FULL))
 def test_official_configs_build(module, arg):
     c = module.get_config(arg)
-    assert c.mode in ("train", "eval", "zeroshot") and c.eval.sets
+    assert c.mode in ("train", "eval", "zeroshot", "retrieval") and c.eval.sets
     c_smoke = module.get_config(f"{arg},smoke" if arg else "smoke")
     assert c_smoke.model.init.startswith("random:") and c_smoke.data.source == "demo"
     assert c_smoke.train.use == c.train.use and c_smoke.text_mode == c.text_mode

@@ -40,7 +40,7 @@ def test_configs_are_named_by_file_or_by_shipped_name(tmp_path):
     assert main.config_path("configs/zeroshot.py:dataset=hmdb51") == "configs/zeroshot.py:dataset=hmdb51"
     assert main.config_path("few_shot:dataset=hmdb51,shots=2") == \
         os.path.join(main.CONFIGS_DIR, "few_shot.py") + ":dataset=hmdb51,shots=2"
-    assert main.shipped_configs() == ["base2novel", "few_shot", "fully_supervised", "zeroshot"]
+    assert main.shipped_configs() == ["base2novel", "few_shot", "fully_supervised", "retrieval", "zeroshot"]
     # --help prints the module docstring: every shipped config with its arguments and examples
     for line in ("  few_shot: Few-shot", "few_shot.py:dataset=hmdb51,shots=2", "  zeroshot: Zero-shot",
                  "zeroshot.py:dataset=hmdb51", "base2novel.py:dataset=ucf101,split=2,prompting"):

@@ -31,3 +31,39 @@ def test_several_captions_per_video_and_ties_count_against_the_truth():
         retrieval.metrics(similarity, [0, 1])
     with pytest.raises(ValueError, match="indices must be in 0..1"):
         retrieval.metrics(similarity, [0, 1, 2])
+
+
+def test_the_retrieval_job_on_generated_clips_and_on_caption_files(tmp_path, synthetic_videos):
+    import csv
+    import json
+    import os
+    import shutil
+
+    from configs import retrieval as retrieval_config
+    from data_pipelines import datasets
+    results = retrieval.run_retrieval(retrieval_config.get_config("smoke"), str(tmp_path / "smoke"))
+    found = results["final"]["retrieval"]
+    assert found["videos"] == found["captions"] == 8 and found["unreadable"] == []
+    assert set(found["t2v"]) == {"R1", "R5", "R10", "MdR", "MnR"} and 1 <= found["t2v"]["MdR"] <= 8
+    assert json.load(open(tmp_path / "smoke" / "results.json"))["final"]["retrieval"]["t2v"] == found["t2v"]
+    root, list_file, labels = synthetic_videos
+    paths = datasets.read_list_file(list_file, root).paths[:3]
+    os.makedirs(tmp_path / "videos")
+    for i, path in enumerate(paths):
+        shutil.copy(path, tmp_path / "videos" / f"video{i}.mp4")
+    with open(tmp_path / "msrvtt.csv", "w", newline="") as f:  # MSR-VTT 1k-A's layout
+        writer = csv.writer(f)
+        writer.writerow(["key", "vid_key", "video_id", "sentence"])
+        writer.writerows([[f"ret{i}", f"msr{i}", f"video{i}", f"a clip number {i}"] for i in range(3)])
+        writer.writerow(["ret9", "msr9", "video9", "a clip that is missing"])
+    config = retrieval_config.get_config("smoke")
+    config.data.source, config.data.root = "files", str(tmp_path / "videos")
+    config.retrieval.captions = str(tmp_path / "msrvtt.csv")
+    found = retrieval.run_retrieval(config, str(tmp_path / "csv"))["final"]["retrieval"]
+    assert found["videos"] == found["captions"] == 4
+    assert [v["file"].endswith("video9.mp4") for v in found["unreadable"]] == [True]
+    assert found["t2v"]["R1"] <= 75.0 and found["t2v"]["MnR"] >= 1 + 3 / 4  # its caption ranks it last (4th)
+    (tmp_path / "bad.csv").write_text("id,text\\n1,x\\n")
+    config.retrieval.captions = str(tmp_path / "bad.csv")
+    with pytest.raises(datasets.DatasetError, match="expected columns video_id and caption"):
+        retrieval.run_retrieval(config, str(tmp_path / "bad"))

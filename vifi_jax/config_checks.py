@@ -73,7 +73,7 @@ def check(config):
     need("model.dtype", lambda v: v in DTYPES, f"must be one of {DTYPES}")
     need("mesh.fsdp", positive_int, "must be a positive integer")
     need("mesh.data", lambda v: type(v) is int and (v == -1 or v > 0), "must be -1 (all devices) or > 0")
-    need("mode", lambda v: v in ("train", "eval", "zeroshot"), "must be train, eval or zeroshot")
+    need("mode", lambda v: v in ("train", "eval", "zeroshot", "retrieval"), "must be train, eval, zeroshot or retrieval")
     for field in ("model.vision_prompts", "model.vision_prompt_depth", "model.text_prompts",
                   "model.text_prompt_depth"):
         need(field, lambda v: type(v) is int and v >= 0, "must be an integer >= 0")

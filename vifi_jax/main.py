@@ -17,7 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import cli
-from vifi_jax import config_checks, evaluate, sharding, train, workdirs
+from vifi_jax import config_checks, evaluate, retrieval, sharding, train, workdirs
 
 log = logging.getLogger("vifi_jax.main")
 
@@ -106,11 +106,19 @@ def main(argv):
     elif config.mode in ("eval", "zeroshot"):
         workdirs.save_config(workdir, config)
         results = evaluate.run_evaluation(config, workdir)
+    elif config.mode == "retrieval":
+        workdirs.save_config(workdir, config)
+        results = retrieval.run_retrieval(config, workdir)
     else:
-        raise app.UsageError(f"config.mode must be train, eval or zeroshot, got {config.mode!r}")
+        raise app.UsageError(f"config.mode must be train, eval, zeroshot or retrieval, got {config.mode!r}")
     if results.get("note"):
         print(f"WARNING: {results['note']}")
     for name, m in (results.get("final") or {}).items():
+        if "t2v" in m:
+            print(f"{name}: " + "  ".join(f"{way} R@1 {m[way]['R1']:.1f} R@5 {m[way]['R5']:.1f} R@10 {m[way]['R10']:.1f} "
+                                          f"MdR {m[way]['MdR']:.1f}" for way in ("t2v", "v2t"))
+                  + f"  ({m['videos'] - len(m['unreadable'])}/{m['videos']} videos, {m['captions']} captions)")
+            continue
         print(f"{name}: top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  mean-class {m['mean_class']:.2f}  "
               f"({m['evaluated']}/{m['videos']} videos, {m['views']} view(s))")
     if results.get("summary"):

@@ -1,4 +1,4 @@
-"""Text↔video retrieval metrics, as CLIP4Clip defines them.
+"""Text↔video retrieval: metrics as CLIP4Clip defines them, and the zero-shot retrieval evaluation job.
 
 `metrics(similarity, caption_video)` takes similarities [num_captions, num_videos] and the video index of
 each caption (a video may have several captions) and returns
@@ -7,7 +7,20 @@ with recalls in percent and median / mean rank (1 = first). A caption's rank is 
 videos; a video's rank is the best place among all captions of any of its captions. Ties rank
 pessimistically: every other item scored at least as high as the ground truth is counted above it.
 """
+import csv
+import json
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from data_pipelines import datasets, pipeline
+from vifi_jax import api, config_checks, data, evaluate, sharding, tokenizer, workdirs
+
+log = logging.getLogger(__name__)
 
 
 def _ranks(scores, truth):
@@ -38,3 +51,81 @@ def metrics(similarity, caption_video):
     np.minimum.at(v2t, caption_video, caption_ranks)
     covered = v2t < np.iinfo(np.int64).max  # videos without a caption take no part in v2t
     return {"t2v": _summary(t2v), "v2t": _summary(v2t[covered])}
+
+
+def read_captions(path):
+    """[(video id, caption)] from a CSV with `video_id` and `caption` columns (MSR-VTT 1k-A's
+    `MSRVTT_JSFUSION_test.csv` has both, with `sentence` for the caption) or a JSON list of
+    {"video", "caption"} objects."""
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            rows = json.load(f)
+        pairs = [(str(r["video"]), str(r["caption"])) for r in rows]
+    else:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            caption_field = "caption" if "caption" in (reader.fieldnames or []) else "sentence"
+            if "video_id" not in (reader.fieldnames or []) or caption_field not in reader.fieldnames:
+                raise datasets.DatasetError(f"{path}: expected columns video_id and caption (or sentence), got "
+                                            f"{reader.fieldnames}")
+            pairs = [(row["video_id"], row[caption_field]) for row in reader]
+    if not pairs:
+        raise datasets.DatasetError(f"{path} lists no captions")
+    return pairs
+
+
+def _demo_pairs(config):
+    """Generated clips, each captioned by its class's description ("red square moving right")."""
+    split = data.demo_split(config, "retrieval")
+    return [(split.source.paths[i], split.class_names[label]) for i, label in enumerate(split.source.labels)], None
+
+
+def run_retrieval(config, workdir):
+    """Zero-shot text→video and video→text retrieval of `model.init` on `retrieval.captions`; returns (and
+    writes) the results."""
+    config_checks.check(config)
+    r = config.retrieval
+    if config.data.source == "demo":
+        pairs, root = _demo_pairs(config)
+    else:
+        if not r.captions:
+            raise config_checks.ConfigError("retrieval needs --config.retrieval.captions (a CSV or JSON of captions)")
+        captions_file = r.captions if os.path.isabs(r.captions) else os.path.join(config.data.splits_dir, r.captions)
+        pairs, root = read_captions(captions_file), config.data.root
+    videos = list(dict.fromkeys(video for video, _ in pairs))
+    caption_video = [videos.index(video) for video, _ in pairs]
+    paths = [video if root is None else os.path.join(root, video + r.video_suffix) for video in videos]
+    model, note = api.from_config(config.model, jnp.dtype(config.model.dtype), seed=config.seed)
+    if note:
+        log.warning(note)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    params = jax.device_put(model.params, sharding.tree_shardings(mesh, model.params))
+    captions = [caption for _, caption in pairs]
+    texts = model.class_texts(captions) if model.text_prompts else captions  # sentences as they are
+    text = evaluate.text_features(model.module, params, jnp.asarray(tokenizer.truncate(tokenizer.tokenize(texts))))
+    start = time.time()
+    source = datasets.VideoFileSource(paths, [0] * len(paths))
+    spec = data.clip_spec(config, False)
+    similarity = np.full((len(captions), len(videos)), -np.inf)
+    bad = pipeline.BadSamples(source, max_fraction=1.0)
+    batch_size = -(-config.eval.batch_size // jax.device_count()) * jax.device_count()
+    ds = pipeline.eval_dataset(source, spec, batch_size // jax.process_count(), config.seed,
+                               multiple=jax.device_count())
+    batches = pipeline.iterator(ds, config.data.num_workers)
+    try:
+        for batch in batches:
+            bad.update(batch)
+            placed = sharding.global_batch(mesh, {k: batch[k] for k in ("frames", "index", "valid")})
+            logits = sharding.to_host(evaluate.view_logits(model.module, config.data.normalize, params,
+                                                           placed["frames"], text))[:, 0]
+            for index, valid, row in zip(sharding.to_host(placed["index"]), sharding.to_host(placed["valid"]),
+                                         logits):
+                if valid:
+                    similarity[:, int(index)] = row  # an unreadable video keeps -inf: found by nothing
+    finally:
+        pipeline.close(batches)
+    found = {**metrics(similarity, caption_video), "videos": len(videos), "captions": len(captions),
+             "unreadable": bad.summary()["videos"], "seconds": time.time() - start}
+    results = {"config": config.to_dict(), "note": note, "model": config.model.init, "final": {"retrieval": found}}
+    workdirs.write_json(os.path.join(workdir, "results.json"), results)
+    return results
