@@ -28,6 +28,7 @@ def test_top_k_and_mean_class_accuracy():
     assert m["top1"] == pytest.approx(25.0) and m["count"] == 4
     assert m["top5"] == pytest.approx(75.0)  # the last video's class 2 ranks 6th of 6
     assert m["mean_class"] == pytest.approx(100 * (0.5 + 0 + 0) / 3)
+    assert m["per_class_top1"] == [50.0, 0.0, 0.0, None, None, None]  # classes 3-5 have no videos
 
 
 def test_harmonic_mean_and_mean_std(tmp_path):

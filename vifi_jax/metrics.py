@@ -10,15 +10,17 @@ def aggregate_views(logits):
 
 
 def accuracy(scores, labels, num_classes=None):
-    """{"top1", "top5", "mean_class", "count"} in percent, from scores [N, C] and labels [N]."""
+    """{"top1", "top5", "mean_class", "count", "per_class_top1"} in percent, from scores [N, C] and labels [N];
+    per_class_top1[c] is None for a class without videos."""
     scores, labels = np.asarray(scores), np.asarray(labels)
     num_classes = num_classes or scores.shape[1]
     order = np.argsort(-scores, axis=1, kind="stable")
     top1 = order[:, 0] == labels
     top5 = (order[:, :min(5, scores.shape[1])] == labels[:, None]).any(axis=1)
-    per_class = [top1[labels == c].mean() for c in range(num_classes) if (labels == c).any()]
+    per_class = [100 * float(top1[labels == c].mean()) if (labels == c).any() else None for c in range(num_classes)]
     return {"top1": 100 * float(top1.mean()), "top5": 100 * float(top5.mean()),
-            "mean_class": 100 * float(np.mean(per_class)), "count": int(len(labels))}
+            "mean_class": float(np.mean([a for a in per_class if a is not None])), "count": int(len(labels)),
+            "per_class_top1": per_class}
 
 
 def summarize_sets(found):
