@@ -57,8 +57,9 @@ def make_mesh(data=-1, fsdp=1, devices=None):
     if data * fsdp != len(devices):
         raise ValueError(f"mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices, there are {len(devices)}")
     options = {}
-    if "axis_types" in inspect.signature(jax.make_mesh).parameters:  # newer jax defaults to Explicit axes
-        options["axis_types"] = (jax.sharding.AxisType.Auto,) * 2
+    axis_type = getattr(jax.sharding, "AxisType", None)  # jax >= 0.6; newer versions default to Explicit axes
+    if axis_type is not None and "axis_types" in inspect.signature(jax.make_mesh).parameters:
+        options["axis_types"] = (axis_type.Auto,) * 2
     return jax.make_mesh((data, fsdp), BATCH_AXES, devices=devices, **options)
 
 
