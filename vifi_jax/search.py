@@ -81,12 +81,18 @@ def search(directory, top_k=5, query=None, video=None, model=None):
     return [{"video": paths[i], "score": score} for i, score in rank(features, vector, top_k, exclude)]
 
 
-def main(argv):
+def features_argument(argv):
+    """The --features directory of a command that takes no positional arguments (search, tsne)."""
     cli.configure_logging(logging.WARNING)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.features:
         raise app.UsageError("--features is required")
+    return FLAGS.features
+
+
+def main(argv):
+    features_argument(argv)
     model = api.load(FLAGS.weights, FLAGS.clip_weights) if FLAGS.weights else None
     found = search(FLAGS.features, FLAGS.top_k, FLAGS.query, FLAGS.video, model)
     if FLAGS.json:

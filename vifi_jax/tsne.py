@@ -8,11 +8,10 @@ a JSON file with each video's 2-D position and class. Needs matplotlib and sciki
 (`pip install -r requirements-viz.txt`).
 """
 import json
-import logging
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from data_pipelines import cli, datasets
 from vifi_jax import extract, search
@@ -88,12 +87,7 @@ def tsne(directory, out, label_names=None, perplexity=30.0, seed=0):
 
 
 def main(argv):
-    cli.configure_logging(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.features:
-        raise app.UsageError("--features is required")
-    result = tsne(FLAGS.features, FLAGS.out, FLAGS.label_names, FLAGS.perplexity, FLAGS.seed)
+    result = tsne(search.features_argument(argv), FLAGS.out, FLAGS.label_names, FLAGS.perplexity, FLAGS.seed)
     print(f"wrote {FLAGS.out} ({len(result['videos'])} videos)")
 
 
