@@ -1,7 +1,7 @@
 """Export video (or text) features to files, for downstream work:
 
     python -m vifi_jax.extract --weights=W [--clip_weights=C] --out=DIR [--level=video|frame|window]
-        [--window=16 --stride=4] [--num_frames=32] [--dtype=float32|float16] [--shard_size=1000]
+        [--window=16 --stride=4] [--num_frames=32] [--dtype=float32|float16] [--shard_size=1000] [--batch_size=8]
         (VIDEO... | --list_file=F [--root=R])      or      (--texts="a,b" | --labels_file=L)   [--distributed]
 
 Levels, every embedding L2-normalised and computed by the model's one path (`Model.encode_frames`, whose
@@ -50,6 +50,7 @@ def define_flags():
     flags.DEFINE_integer("num_frames", 32, "Video and frame levels: frames sampled per video (TSN centres).")
     flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "Stored feature dtype.")
     flags.DEFINE_integer("shard_size", 1000, "Inputs per .npy shard (the unit a rerun resumes from).")
+    flags.DEFINE_integer("batch_size", 8, "Video and frame levels: videos encoded together.")
     flags.DEFINE_string("list_file", None, "An official list file (`path label` lines) naming the videos.")
     flags.DEFINE_string("root", "", "Prefix of the list file's paths.")
     flags.DEFINE_string("texts", None, "Comma-separated texts: export text features instead of video features.")
@@ -78,15 +79,18 @@ def _normalized(x):
     return np.asarray(clip.l2_normalize(x))
 
 
+def _rows(per_frame, indices, level):
+    if level == "video":
+        return _normalized(per_frame.mean(axis=0, keepdims=True)), {}
+    return _normalized(per_frame), {"frames": [int(i) for i in indices]}
+
+
 def video_rows(model, path, level, num_frames=32, window=16, stride=4):
     """(rows [n, D], extra manifest fields) of one video at `level`."""
     size = model.config["image_resolution"]
     if level in ("video", "frame"):
         frames, indices = test_view(path, num_frames, size)
-        per_frame = model.encode_frames(frames)[0]
-        if level == "video":
-            return _normalized(per_frame.mean(axis=0, keepdims=True)), {}
-        return _normalized(per_frame), {"frames": [int(i) for i in indices]}
+        return _rows(np.asarray(model.encode_frames(frames))[0], indices, level)
     total = video.count_frames(path)
     if total < window:
         raise video.VideoError(path, f"{total} frames, fewer than one window of {window}", kind="unreadable")
@@ -99,6 +103,34 @@ def video_rows(model, path, level, num_frames=32, window=16, stride=4):
     starts = range(0, total - window + 1, stride)
     rows = np.stack([embeddings[s:s + window].mean(axis=0) for s in starts])
     return _normalized(rows), {"windows": [[s, s + window] for s in starts]}
+
+
+def encode_videos(model, paths, level, num_frames, window, stride, batch_size, done=lambda: None):
+    """[(rows, extra fields) or (None, error text)] per path, in order. Video and frame levels encode
+    `batch_size` videos' views at a time; a video that cannot be read is its own error."""
+    results, pending = [None] * len(paths), []
+
+    def encode_pending():
+        if pending:
+            per_frame = np.asarray(model.encode_frames(np.concatenate([frames for _, frames, _ in pending])))
+            for (k, _, indices), embeddings in zip(pending, per_frame):
+                results[k] = _rows(embeddings, indices, level)
+            pending.clear()
+
+    for k, path in enumerate(paths):
+        try:
+            if level == "window":
+                results[k] = video_rows(model, path, level, num_frames, window, stride)
+            else:
+                frames, indices = test_view(path, num_frames, model.config["image_resolution"])
+                pending.append((k, frames, indices))
+                if len(pending) >= batch_size:
+                    encode_pending()
+        except (video.VideoError, OSError, ValueError, MemoryError, cv2.error) as error:
+            results[k] = (None, cli.describe(error))
+        done()
+    encode_pending()
+    return results
 
 
 def _shard_name(process, index):
@@ -123,7 +155,7 @@ def _finished(out, process, shard_size):
 
 
 def extract(model, inputs, out, level="video", num_frames=32, window=16, stride=4, dtype="float32",
-            shard_size=1000, texts=False, labels=None):
+            shard_size=1000, texts=False, labels=None, batch_size=8):
     """Write features of `inputs` (video paths, or texts with `texts=True`) under `out`; returns the
     manifest entries of all inputs, in order (with each video's class `label` where `labels` are given,
     e.g. from a list file). Resumes from the finished shards of an earlier run."""
@@ -131,8 +163,8 @@ def extract(model, inputs, out, level="video", num_frames=32, window=16, stride=
         raise ExtractError("nothing to extract: give videos, a --list_file with lines, or texts")
     if level not in LEVELS:
         raise ExtractError(f"level must be one of {LEVELS}, got {level!r}")
-    if window < 1 or stride < 1 or num_frames < 1 or shard_size < 1:
-        raise ExtractError("window, stride, num_frames and shard_size must be at least 1")
+    if min(window, stride, num_frames, shard_size, batch_size) < 1:
+        raise ExtractError("window, stride, num_frames, shard_size and batch_size must be at least 1")
     os.makedirs(out, exist_ok=True)
     process, count = jax.process_index(), jax.process_count()
     mine = list(range(process, len(inputs), count))
@@ -153,19 +185,17 @@ def extract(model, inputs, out, level="video", num_frames=32, window=16, stride=
                 entries = [{"text": inputs[i], "file": name, "row": k, "rows": 1} for k, i in enumerate(batch)]
                 bar.update(len(batch))
             else:
-                for i in batch:
-                    path = inputs[i]
-                    try:
-                        block, extra = video_rows(model, path, level, num_frames, window, stride)
-                    except (video.VideoError, OSError, ValueError, MemoryError, cv2.error) as error:
-                        entries.append({"video": path, "error": cli.describe(error)})
+                encoded = encode_videos(model, [inputs[i] for i in batch], level, num_frames, window, stride,
+                                        batch_size, lambda: bar.update(1))
+                for i, (block, extra) in zip(batch, encoded):
+                    if block is None:
+                        entries.append({"video": inputs[i], "error": extra})
                     else:
-                        entries.append({"video": path, "file": name, "row": row, "rows": len(block), **extra})
+                        entries.append({"video": inputs[i], "file": name, "row": row, "rows": len(block), **extra})
                         rows.append(block)
                         row += len(block)
                     if labels is not None:
                         entries[-1]["label"] = int(labels[i])
-                    bar.update(1)
             if rows:
                 np.save(os.path.join(out, name + ".tmp.npy"), np.concatenate(rows).astype(dtype))
                 os.replace(os.path.join(out, name + ".tmp.npy"), os.path.join(out, name))
@@ -214,7 +244,7 @@ def main(argv):
     if texts == "labels":
         inputs = model.class_texts(inputs)  # the texts the model scores classes by (template, or its prompts)
     entries = extract(model, list(inputs), FLAGS.out, FLAGS.level, FLAGS.num_frames, FLAGS.window, FLAGS.stride,
-                      FLAGS.dtype, FLAGS.shard_size, texts, labels)
+                      FLAGS.dtype, FLAGS.shard_size, texts, labels, FLAGS.batch_size)
     failed = sum("error" in e for e in entries)
     print(f"wrote {len(entries) - failed} of {len(entries)} to {os.path.join(FLAGS.out, MANIFEST)}"
           + (f"; {failed} could not be read (their errors are in the manifest)" if failed else ""))
