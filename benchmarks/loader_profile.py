@@ -6,7 +6,8 @@ One process on one core (OMP/OpenCV threads 1), the official training path of `L
 read (ArrayRecord record / video open and packet count), decode (cv2.imdecode / FFmpeg through OpenCV,
 only the sampled frames), resize to short side 256, multi-scale crop + resize to 224, flip, colour jitter,
 grayscale, batching (np.stack of a batch of 8), and the transfer to the main process (a Grain worker's
-batch through shared memory, measured as the per-clip difference between 1 worker and in-process reads).
+batch through shared memory, measured as the per-clip difference between one worker process and one
+reading thread in the main process; on 2 cores this also carries the two processes' contention).
 Flip, jitter and grayscale are timed as if always applied and then weighted by their official
 probabilities (0.5, 0.8, 0.2). Writes benchmarks/results/loader_profile.json.
 """
@@ -20,10 +21,12 @@ import tempfile
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE)]
 
 import cv2  # noqa: E402
+import grain  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data_pipelines import datasets, pipeline, prepare, sampling, transforms, video  # noqa: E402
@@ -78,19 +81,23 @@ def profile_prepared(source, num_frames, clips):
     return stages
 
 
-def transfer_per_clip(source, num_frames, batches=6, batch_size=8):
+def transfer_per_clip(source, num_frames, batches=8, batch_size=4):
     """Seconds per clip that reading through one Grain worker costs over reading in this process."""
     spec = pipeline.ClipSpec(num_frames=num_frames, size=224)
     rates = {}
     for workers in (0, 1):
         ds = pipeline.train_dataset(source, spec, batch_size, seed=0, num_epochs=50, process=(0, 1))
-        batches_iter = pipeline.iterator(ds, workers)
+        if workers:
+            batches_iter = pipeline.iterator(ds, workers)  # in the worker: no threads, as in training
+        else:  # in this process, one reading thread: the same work without the hand-over
+            batches_iter = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))
         next(batches_iter)
         start = time.perf_counter()
         for _ in range(batches):
             next(batches_iter)
         rates[workers] = (time.perf_counter() - start) / (batches * batch_size)
-        pipeline.close(batches_iter)
+        if workers:
+            pipeline.close(batches_iter)
     return max(rates[1] - rates[0], 0.0), rates
 
 
