@@ -111,7 +111,8 @@ def write_video_list(tmp, originals, copies):
 
 def measure_loader(source, T, num_workers, batch_size, batches):
     from data_pipelines import pipeline
-    ds = pipeline.train_dataset(source, pipeline.ClipSpec(num_frames=T, size=SIZE), batch_size, SEED, process=(0, 1))
+    ds = pipeline.train_dataset(source, pipeline.ClipSpec(num_frames=T, size=SIZE), batch_size, SEED, num_epochs=1000,
+                                process=(0, 1))
     start, cpu = time.perf_counter(), cpu_seconds()
     iterator = pipeline.iterator(ds, num_workers)
     try:
