@@ -90,3 +90,16 @@ def test_normalize_statistics():
     clip = transforms.normalize(x, "clip")
     np.testing.assert_allclose(clip[1], (1 - np.array([0.48145466, 0.4578275, 0.40821073])) /
                                np.array([0.26862954, 0.26130258, 0.27577711]), rtol=1e-5)
+
+
+def test_brightness_and_contrast_tables_give_the_formulas_pixels():
+    """The 256-entry tables compute exactly uint8(clip(x·f)) and uint8(clip(m + f·(x − m))) in float32."""
+    rng = np.random.default_rng(5)
+    every_value = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=-1)
+    for frame in (every_value, rng.integers(0, 256, (31, 47, 3), np.uint8)):
+        for factor in rng.uniform(0.6, 1.4, 20):
+            want = np.clip(frame.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+            np.testing.assert_array_equal(transforms.adjust_brightness(frame, factor), want)
+            mean = int((frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).mean() + 0.5)
+            want = np.clip(mean + factor * (frame.astype(np.float32) - mean), 0, 255).astype(np.uint8)
+            np.testing.assert_array_equal(transforms.adjust_contrast(frame, factor), want)
