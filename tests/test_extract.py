@@ -36,7 +36,7 @@ def test_video_and_frame_levels_are_the_model_on_the_official_view(model, synthe
     entries = extract.extract(model, videos, str(tmp_path / "v"), "video", num_frames=4, shard_size=3, batch_size=2)
     assert [e["video"] for e in entries] == videos and manifest(tmp_path / "v") == entries
     assert sorted(os.listdir(tmp_path / "v")) == ["features-p0-00000.npy", "features-p0-00001.npy",
-                                                  "manifest-p0.partial.jsonl", "manifest.jsonl"]
+                                                  "manifest-p0.partial.jsonl", "manifest.jsonl", "settings.json"]
     for path, entry in zip(videos, entries):
         want = model.encode_video(api.load_video(path, num_frames=4, size=32))
         assert relative_error(block(tmp_path / "v", entry), want) <= 1e-5  # batched: reassociation only
@@ -74,6 +74,11 @@ def test_a_rerun_continues_after_the_finished_shards_and_bad_videos_are_entries(
             np.testing.assert_array_equal(block(out, a), block(tmp_path / "whole", b))
     with pytest.raises(extract.ExtractError, match="holds features of other inputs"):
         extract.extract(model, videos[::-1], str(out), num_frames=2, shard_size=2)
+    with pytest.raises(extract.ExtractError, match=r"other settings \(shard_size differ\)"):
+        extract.extract(model, videos, str(out), num_frames=2, shard_size=3)  # would mix shard names
+    with open(out / "manifest-p0.partial.jsonl", "a") as f:
+        f.write('{"video": "cut by a ki')  # a kill in the middle of a line: the rest is redone
+    assert extract.extract(model, videos, str(out), num_frames=2, shard_size=2) == whole
     with pytest.raises(extract.ExtractError, match="nothing to extract"):
         extract.extract(model, [], str(tmp_path / "empty"))
 

@@ -56,13 +56,14 @@ def test_the_retrieval_job_on_generated_clips_and_on_caption_files(tmp_path, syn
         writer.writerow(["key", "vid_key", "video_id", "sentence"])
         writer.writerows([[f"ret{i}", f"msr{i}", f"video{i}", f"a clip number {i}"] for i in range(3)])
         writer.writerow(["ret9", "msr9", "video9", "a clip that is missing"])
+        writer.writerow(["ret10", "msr0", "video0", " ".join(["a very long caption"] * 40)])  # cut to the context
     config = retrieval_config.get_config("smoke")
     config.data.source, config.data.root = "files", str(tmp_path / "videos")
     config.retrieval.captions = str(tmp_path / "msrvtt.csv")
     found = retrieval.run_retrieval(config, str(tmp_path / "csv"))["final"]["retrieval"]
-    assert found["videos"] == found["captions"] == 4
+    assert found["videos"] == 4 and found["captions"] == 5
     assert [v["file"].endswith("video9.mp4") for v in found["unreadable"]] == [True]
-    assert found["t2v"]["R1"] <= 75.0 and found["t2v"]["MnR"] >= 1 + 3 / 4  # its caption ranks it last (4th)
+    assert found["t2v"]["R1"] <= 80.0 and found["t2v"]["MnR"] >= 1 + 3 / 5  # its caption ranks it last (4th)
     (tmp_path / "bad.csv").write_text("id,text\\n1,x\\n")
     config.retrieval.captions = str(tmp_path / "bad.csv")
     with pytest.raises(datasets.DatasetError, match="expected columns video_id and caption"):

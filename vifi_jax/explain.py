@@ -4,7 +4,7 @@
         [--num_frames=8] VIDEO...
 
 For each video (the official test view: TSN segment centres, short side 256, centre crop) and its top label,
-DIR/<video name>.png shows the sampled frames with a relevance heat-map over each, and <video name>.json
+DIR/<video name>.png (prefixed with its position when two videos share a name) shows the sampled frames with a relevance heat-map over each, and <video name>.json
 holds the same numbers:
   - frame contributions: the video–text logit is exp(logit_scale) · mean_t(f_t) · text / |mean_t(f_t)|, a sum
     over frames, so frame t contributes exp(logit_scale) · f_t · text / (T · |mean_t(f_t)|), exactly;
@@ -13,6 +13,7 @@ holds the same numbers:
     weights on the patches. It is plain rollout, not the gradient-weighted variant of Chefer et al. 2021,
     so a map says where the frame's embedding draws from, for any label.
 """
+import functools
 import json
 import logging
 import os
@@ -50,10 +51,15 @@ def rollout(attentions):
     return result
 
 
+@functools.lru_cache(maxsize=4)
+def _image_tower_with_attention(module):
+    """The image tower, jitted once per model, returning the attention weights it sows."""
+    return jax.jit(lambda p, x: module.apply({"params": p}, x, method="encode_image", mutable=["intermediates"]))
+
+
 def relevance_maps(model, frames):
     """frames [T, H, W, 3] (normalised) -> per-frame relevance of each patch [T, grid, grid], max 1."""
-    _, state = jax.jit(lambda p, x: model.module.apply({"params": p}, x, method="encode_image",
-                                                       mutable=["intermediates"]))(model.params, frames)
+    _, state = _image_tower_with_attention(model.module)(model.params, frames)
     blocks = state["intermediates"]["visual"]["transformer"]
     layers = [np.asarray(blocks[f"resblocks_{i}"]["attn"]["attention"][0]) for i in range(len(blocks))]
     attentions = np.stack(layers, axis=1)  # [T, layers, L, L]
@@ -76,8 +82,9 @@ def overlay(crop, relevance):
     return cv2.addWeighted(crop, 0.55, coloured, 0.45, 0)
 
 
-def explain_video(model, path, names, text, out, num_frames=8):
-    """Write <out>/<name>.png and .json for one video; returns the JSON content."""
+def explain_video(model, path, names, text, out, num_frames=8, stem=None):
+    """Write <out>/<stem>.png and .json for one video (stem: the file name without extension); returns the
+    JSON content."""
     size = model.config["image_resolution"]
     normalised, indices = extract.test_view(path, num_frames, size)
     crops = transforms.test_transform(video.read_frames(path, indices), size, 1)[0]
@@ -87,7 +94,7 @@ def explain_video(model, path, names, text, out, num_frames=8):
     top = int(np.argmax(logits))
     contributions = frame_contributions(model, normalised[0], text[top])
     maps = relevance_maps(model, normalised[0])
-    stem = os.path.splitext(os.path.basename(path))[0]
+    stem = stem or os.path.splitext(os.path.basename(path))[0]
     row = np.concatenate([overlay(c, m) for c, m in zip(crops, maps)], axis=1)
     caption = np.full((28, row.shape[1], 3), 255, np.uint8)
     cv2.putText(caption, f"{names[top]} ({100 * probabilities[top]:.1f}%)", (6, 20), cv2.FONT_HERSHEY_SIMPLEX,
@@ -115,9 +122,11 @@ def main(argv):
     text = model.encode_text(model.class_texts(names))
     os.makedirs(FLAGS.out, exist_ok=True)
     failed = 0
-    for path in paths:
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    for k, path in enumerate(paths):
+        stem = stems[k] if stems.count(stems[k]) == 1 else f"{k:04d}_{stems[k]}"  # same names in other folders
         try:
-            result = explain_video(model, path, names, text, FLAGS.out, FLAGS.num_frames)
+            result = explain_video(model, path, names, text, FLAGS.out, FLAGS.num_frames, stem)
         except (video.VideoError, OSError, ValueError, MemoryError, cv2.error) as error:
             print(f"{path}: error: {cli.describe(error)}", flush=True)
             failed += 1

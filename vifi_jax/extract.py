@@ -17,7 +17,8 @@ block is rows [row, row + rows) of the .npy shard `file`; video level: rows = 1)
 the sampled frame indices) or "windows" (window level: [start, end) frame ranges), and "label" (the class
 a --list_file gives the video); or {"video", "error"}
 for a video that could not be read. Shards `features-*.npy` hold `shard_size` inputs each; a finished shard
-is kept, so a rerun of the same command continues where it stopped. With several JAX processes each
+is kept, so a rerun of the same command continues where it stopped (DIR/settings.json records the settings,
+and a rerun with other ones is refused). With several JAX processes each
 extracts every P-th input and process 0 writes the manifest.
 """
 import json
@@ -111,11 +112,17 @@ def encode_videos(model, paths, level, num_frames, window, stride, batch_size, d
     results, pending = [None] * len(paths), []
 
     def encode_pending():
-        if pending:
+        if not pending:
+            return
+        try:
             per_frame = np.asarray(model.encode_frames(np.concatenate([frames for _, frames, _ in pending])))
+        except (ValueError, MemoryError) as error:  # the whole batch fails: each of its videos says so
+            for k, _, _ in pending:
+                results[k] = (None, cli.describe(error))
+        else:
             for (k, _, indices), embeddings in zip(pending, per_frame):
                 results[k] = _rows(embeddings, indices, level)
-            pending.clear()
+        pending.clear()
 
     for k, path in enumerate(paths):
         try:
@@ -124,10 +131,10 @@ def encode_videos(model, paths, level, num_frames, window, stride, batch_size, d
             else:
                 frames, indices = test_view(path, num_frames, model.config["image_resolution"])
                 pending.append((k, frames, indices))
-                if len(pending) >= batch_size:
-                    encode_pending()
         except (video.VideoError, OSError, ValueError, MemoryError, cv2.error) as error:
             results[k] = (None, cli.describe(error))
+        if len(pending) >= batch_size:
+            encode_pending()
         done()
     encode_pending()
     return results
@@ -142,8 +149,33 @@ def _entries(out, process):
     path = os.path.join(out, f"manifest-p{process}.partial.jsonl")
     if not os.path.exists(path):
         return []
+    entries = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill: it and what follows are redone
+                break
+    return entries
+
+
+SETTINGS = "settings.json"
+
+
+def _check_settings(out, settings):
+    """A rerun continues only what the same settings wrote; anything else would mix features silently."""
+    path = os.path.join(out, SETTINGS)
+    settings = json.loads(json.dumps(settings))
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        if changed:
+            raise ExtractError(f"{out} holds features made with other settings ({', '.join(changed)} differ); use "
+                               "another --out, or the same settings to continue it")
+    elif jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(settings, f, indent=1)
 
 
 def _finished(out, process, shard_size):
@@ -166,6 +198,9 @@ def extract(model, inputs, out, level="video", num_frames=32, window=16, stride=
     if min(window, stride, num_frames, shard_size, batch_size) < 1:
         raise ExtractError("window, stride, num_frames, shard_size and batch_size must be at least 1")
     os.makedirs(out, exist_ok=True)
+    _check_settings(out, {"level": level, "num_frames": num_frames, "window": window, "stride": stride,
+                          "dtype": dtype, "shard_size": shard_size, "texts": bool(texts),
+                          "processes": jax.process_count(), "model": model.config})
     process, count = jax.process_index(), jax.process_count()
     mine = list(range(process, len(inputs), count))
     done = _finished(out, process, shard_size)

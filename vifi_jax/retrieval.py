@@ -46,11 +46,13 @@ def metrics(similarity, caption_video):
     if num_captions == 0 or caption_video.min() < 0 or caption_video.max() >= num_videos:
         raise ValueError(f"caption_video indices must be in 0..{num_videos - 1}")
     t2v = _ranks(similarity, caption_video)
-    caption_ranks = _ranks(similarity.T[caption_video], np.arange(num_captions))  # each caption in its video's row
-    v2t = np.full(num_videos, np.iinfo(np.int64).max)
-    np.minimum.at(v2t, caption_video, caption_ranks)
-    covered = v2t < np.iinfo(np.int64).max  # videos without a caption take no part in v2t
-    return {"t2v": _summary(t2v), "v2t": _summary(v2t[covered])}
+    # v2t: a video's best caption is its highest-scoring one; its rank counts every other caption scored at
+    # least as high (O(captions x videos), no captions x captions matrix).
+    best = np.full(num_videos, -np.inf)
+    np.maximum.at(best, caption_video, similarity[np.arange(num_captions), caption_video])
+    covered = np.isin(np.arange(num_videos), caption_video)  # videos without a caption take no part in v2t
+    v2t = (similarity[:, covered] >= best[covered]).sum(axis=0)  # includes the best caption itself: rank 1
+    return {"t2v": _summary(t2v), "v2t": _summary(v2t)}
 
 
 def read_captions(path):
@@ -102,7 +104,8 @@ def run_retrieval(config, workdir):
     params = jax.device_put(model.params, sharding.tree_shardings(mesh, model.params))
     captions = [caption for _, caption in pairs]
     texts = model.class_texts(captions) if model.text_prompts else captions  # sentences as they are
-    text = evaluate.text_features(model.module, params, jnp.asarray(tokenizer.truncate(tokenizer.tokenize(texts))))
+    ids = tokenizer.tokenize(texts, truncate=True)  # as CLIP4Clip: a caption longer than the context is cut
+    text = evaluate.text_features(model.module, params, jnp.asarray(tokenizer.truncate(ids)))
     start = time.time()
     source = datasets.VideoFileSource(paths, [0] * len(paths))
     spec = data.clip_spec(config, False)

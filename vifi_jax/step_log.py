@@ -42,19 +42,29 @@ class StepLog:
     def __init__(self, config, lr_fn, total_updates, updates_per_epoch, results, writer):
         self.config, self.lr_fn, self.total, self.per_epoch = config, lr_fn, total_updates, updates_per_epoch
         self.results, self.writer = results, writer
-        self.pending, self.window, self.start, self.waited, self.flops = [], [], time.time(), 0.0, None
+        self.pending, self.window, self.flops = [], [], None
+        self.restart()
         self.peak = hardware.peak_tflops(jax.devices()[0].device_kind)
 
     def add(self, done, metrics):
         self.pending.append((done, metrics))
 
+    def restart(self):
+        """Start the speed window now (after compiling): what came before is not training."""
+        self.start, self.waited, self.excluded = time.time(), 0.0, 0.0
+
+    def exclude(self, seconds):
+        """Time spent in the window on other things (evaluation, saving), left out of the speed figures."""
+        self.excluded += seconds
+
     def fetch(self, bar):
         values = jax.device_get([step for _, step in self.pending])
         for (done, _), step in zip(self.pending, values):
             step = {k: float(v) for k, v in step.items()}
-            if not np.isfinite(step["loss"]):
+            broken = [k for k in ("loss", "grad_norm", "update_norm", "param_norm") if not np.isfinite(step[k])]
+            if broken:  # the norms cover the parameters after the update, which the loss has not seen yet
                 self.pending = []
-                raise FloatingPointError(f"loss became {step['loss']} at update {done}")
+                raise FloatingPointError(f"{broken[0].replace('_', ' ')} became {step[broken[0]]} at update {done}")
             lr = float(self.lr_fn(done - 1))
             self.results["history"].append({"step": done, **step, "lr": lr})
             self.window.append(step["loss"])
@@ -70,7 +80,7 @@ class StepLog:
             self._log_speed(done, lr)
 
     def _log_speed(self, done, lr):
-        t, elapsed = self.config.train, time.time() - self.start
+        t, elapsed = self.config.train, max(time.time() - self.start - self.excluded, 1e-9)
         speed = {"clips_per_second": len(self.window) * t.accumulation_steps * t.batch_size / elapsed,
                  "data_wait_fraction": min(self.waited / elapsed, 1.0)}
         if self.flops:
@@ -86,4 +96,5 @@ class StepLog:
         if self.writer:
             for name, value in speed.items():
                 self.writer.add_scalar(f"speed/{name}", value, done)
-        self.window, self.start, self.waited = [], time.time(), 0.0
+        self.window = []
+        self.restart()

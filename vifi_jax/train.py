@@ -204,28 +204,28 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     consumed = start_update * t.accumulation_steps + max(start_update - 1, 0) // updates_per_epoch * leftover
     ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), t.batch_size, config.seed, t.epochs,
                                 process, t.reference_world_size, start_batch=consumed)
-    data_iter = pipeline.iterator(ds, config.data.num_workers)
-    batches = prefetch.Prefetch(_update_batches(data_iter, mesh, range(start_update, total_updates),
-                                                t.accumulation_steps, updates_per_epoch, leftover))
     step_fn = jax.jit(make_train_step(module, optimizer, config, num_classes), donate_argnums=(0,),
                       out_shardings=(jax.tree.map(lambda x: x.sharding, state), sharding.replicated(mesh)))
     bad = pipeline.BadSamples(train.source, config.data.max_bad_fraction)
-    writer = _summary_writer(workdir)
-    preemption = _Preemption()
-    losses = step_log.StepLog(config, lr_fn, total_updates, updates_per_epoch, results, writer)
-    compiled, last_saved = None, start_update
-    bar = cli.progress(total_updates, "train", "update", initial=start_update, enabled=process[0] == 0)
+    data_iter = batches = writer = preemption = bar = None
     try:
+        data_iter = pipeline.iterator(ds, config.data.num_workers)
+        batches = prefetch.Prefetch(_update_batches(data_iter, mesh, range(start_update, total_updates),
+                                                    t.accumulation_steps, updates_per_epoch, leftover))
+        writer = _summary_writer(workdir)
+        preemption = _Preemption()
+        losses = step_log.StepLog(config, lr_fn, total_updates, updates_per_epoch, results, writer)
+        compiled, last_saved, bad_pending = None, start_update, []
+        bar = cli.progress(total_updates, "train", "update", initial=start_update, enabled=process[0] == 0)
         for update in range(start_update, total_updates):
             waiting = time.perf_counter()
             placed, bad_samples = next(batches)
             losses.waited += time.perf_counter() - waiting
-            for found in bad_samples:
-                bad.update(found)
+            bad_pending.append(bad_samples)
             if compiled is None:
                 compiled = step_fn.lower(state, placed["frames"], placed["label"], text).compile()
                 losses.flops = step_log.report_step_cost(compiled, config, results)
-                losses.start = time.time()
+                losses.restart()
             state, step_metrics = compiled(state, placed["frames"], placed["label"], text)
             done = update + 1
             losses.add(done, step_metrics)
@@ -241,12 +241,18 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
                     raise FloatingPointError(f"{error}; nothing after update {last_saved} was saved, the last good "
                                              f"checkpoint is in {ckpt.directory} (lower train.lr or use "
                                              "model.dtype=float32)") from None
-            if evaluates:
-                _evaluate_during_training(config, workdir, model, state, mesh, done, results, writer)
-            if saves:
-                workdirs.write_json(results_path, results)  # first, so a kill after the save loses no history
-                checkpoint.save(ckpt, done, state, force=preempted or done == total_updates)
-                last_saved = done
+                for found in sharding.to_host(bad_pending):  # every process's reports: all stop together
+                    bad.update(found)
+                bad_pending = []
+            if evaluates or saves:
+                paused = time.time()
+                if evaluates:
+                    _evaluate_during_training(config, workdir, model, state, mesh, done, results, writer)
+                if saves:
+                    workdirs.write_json(results_path, results)  # first, so a kill after the save loses no history
+                    checkpoint.save(ckpt, done, state, force=preempted or done == total_updates)
+                    last_saved = done
+                losses.exclude(time.time() - paused)  # speed figures count training time only
             if preempted:
                 ckpt.wait_until_finished()
                 results["preempted_at"] = done
@@ -264,14 +270,13 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
         workdirs.write_json(results_path, results)
         return results
     finally:
-        bar.close()
-        batches.close()
-        pipeline.close(data_iter)
-        preemption.restore()
+        for resource, release in ((bar, "close"), (batches, "close"), (preemption, "restore"), (writer, "close")):
+            if resource is not None:
+                getattr(resource, release)()
+        if data_iter is not None:
+            pipeline.close(data_iter)
         ckpt.wait_until_finished()
         ckpt.close()
-        if writer:
-            writer.close()
 
 
 def _resume_results(results, results_path, start_update):
@@ -289,7 +294,8 @@ def _resume_results(results, results_path, start_update):
 
 def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_epoch, leftover):
     """Per update: (its micro-batches stacked and placed as global arrays, the bad-sample reports of all
-    micro-batches read for it); at each epoch start, first the micro-batches the official loop drops."""
+    micro-batches read for it, also as global arrays); at each epoch start, first the micro-batches the
+    official loop drops."""
     for update in updates:
         read = []
         if update and update % updates_per_epoch == 0:
@@ -297,7 +303,8 @@ def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_ep
         micro = [next(data_iter) for _ in range(accumulation_steps)]
         placed = sharding.global_batch(mesh, {k: np.stack([b[k] for b in micro]) for k in ("frames", "label")},
                                        leading_axes=1)
-        yield placed, [{k: b[k] for k in ("bad_index", "bad_reason")} for b in read + micro]
+        reports = {k: np.concatenate([b[k] for b in read + micro]) for k in ("bad_index", "bad_reason")}
+        yield placed, sharding.global_batch(mesh, reports)  # gathered from every process when metrics are
 
 
 def evaluates_after(done, updates_per_epoch, total_updates, every_epochs):
