@@ -33,35 +33,48 @@ def view_logits(module, normalize_kind, params, frames, text):
     return module.apply({"params": params}, x, text).reshape(batch, views, -1)
 
 
+def score_views(module, params, source, spec, text, batch_size, mesh, reduce, num_workers=0, seed=0,
+                normalize_kind="imagenet", description="eval"):
+    """Every video of `source` scored against the text features `text` with the views of `spec`, with a
+    progress bar: (reduce(logits [B, V, C]) of the readable videos, their labels, their source indices,
+    the unreadable ones' report). Every video is read once; padding and unreadable videos are left out."""
+    process = (jax.process_index(), jax.process_count())
+    batch_size = -(-batch_size // jax.device_count()) * jax.device_count()  # whole batches on every device
+    ds = pipeline.eval_dataset(source, spec, batch_size // jax.process_count(), seed, process,
+                               multiple=jax.device_count())
+    bad = pipeline.BadSamples(source, max_fraction=1.0)
+    scores, labels, indices, valid = [], [], [], []
+    batches = pipeline.iterator(ds, num_workers)
+    bar = cli.progress(len(source), description, "video", enabled=process[0] == 0)
+    try:
+        for batch in batches:
+            bad.update(batch)
+            placed = sharding.global_batch(mesh, {k: batch[k] for k in ("frames", "label", "index", "valid")})
+            scores.append(reduce(sharding.to_host(view_logits(module, normalize_kind, params, placed["frames"],
+                                                              text))))
+            for kept, key in ((labels, "label"), (indices, "index"), (valid, "valid")):
+                kept.append(sharding.to_host(placed[key]))
+            bar.update(min(placed["frames"].shape[0], len(source) - bar.n))
+    finally:
+        pipeline.close(batches)
+        bar.close()
+    valid = np.concatenate(valid)
+    return (np.concatenate(scores)[valid], np.concatenate(labels)[valid], np.concatenate(indices)[valid],
+            bad.summary()["videos"])
+
+
 def evaluate(module, params, split, spec, batch_size, mesh, text_mode="auto", num_workers=0, seed=0,
              normalize_kind="imagenet"):
     """Metrics dict for one Split (see vifi_jax.data) with the views of `spec`; shows a progress bar."""
     ids = vifi.class_token_ids(split.class_names, text_mode, module.learned_text_prompts)
     text = text_features(module, params, jnp.asarray(ids))
-    process = (jax.process_index(), jax.process_count())
-    batch_size = -(-batch_size // jax.device_count()) * jax.device_count()  # whole batches on every device
-    local_batch = batch_size // jax.process_count()
-    ds = pipeline.eval_dataset(split.source, spec, local_batch, seed, process, multiple=jax.device_count())
-    bad = pipeline.BadSamples(split.source, max_fraction=1.0)
-    scores, labels, valid, start = [], [], [], time.time()
-    batches = pipeline.iterator(ds, num_workers)
-    bar = cli.progress(len(split.source), f"eval {split.description}", "video", enabled=process[0] == 0)
-    try:
-        for batch in batches:
-            bad.update(batch)
-            placed = sharding.global_batch(mesh, {k: batch[k] for k in ("frames", "label", "valid")})
-            logits = sharding.to_host(view_logits(module, normalize_kind, params, placed["frames"], text))
-            scores.append(metrics.aggregate_views(logits))
-            labels.append(sharding.to_host(placed["label"]))
-            valid.append(sharding.to_host(placed["valid"]))
-            bar.update(min(placed["frames"].shape[0], len(split.source) - bar.n))
-    finally:
-        pipeline.close(batches)
-        bar.close()
-    scores, labels, valid = np.concatenate(scores), np.concatenate(labels), np.concatenate(valid)
-    result = metrics.accuracy(scores[valid], labels[valid], len(split.class_names))
-    result.update(videos=len(split.source), evaluated=int(valid.sum()), views=spec.num_views,
-                  unreadable=bad.summary()["videos"], seconds=time.time() - start)
+    start = time.time()
+    scores, labels, _, unreadable = score_views(module, params, split.source, spec, text, batch_size, mesh,
+                                                metrics.aggregate_views, num_workers, seed, normalize_kind,
+                                                f"eval {split.description}")
+    result = metrics.accuracy(scores, labels, len(split.class_names))
+    result.update(videos=len(split.source), evaluated=len(labels), views=spec.num_views, unreadable=unreadable,
+                  seconds=time.time() - start)
     return result
 
 

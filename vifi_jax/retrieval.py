@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines import datasets, pipeline
+from data_pipelines import datasets
 from vifi_jax import api, config_checks, data, evaluate, sharding, tokenizer, workdirs
 
 log = logging.getLogger(__name__)
@@ -108,27 +108,13 @@ def run_retrieval(config, workdir):
     text = evaluate.text_features(model.module, params, jnp.asarray(tokenizer.truncate(ids)))
     start = time.time()
     source = datasets.VideoFileSource(paths, [0] * len(paths))
-    spec = data.clip_spec(config, False)
-    similarity = np.full((len(captions), len(videos)), -np.inf)
-    bad = pipeline.BadSamples(source, max_fraction=1.0)
-    batch_size = -(-config.eval.batch_size // jax.device_count()) * jax.device_count()
-    ds = pipeline.eval_dataset(source, spec, batch_size // jax.process_count(), config.seed,
-                               multiple=jax.device_count())
-    batches = pipeline.iterator(ds, config.data.num_workers)
-    try:
-        for batch in batches:
-            bad.update(batch)
-            placed = sharding.global_batch(mesh, {k: batch[k] for k in ("frames", "index", "valid")})
-            logits = sharding.to_host(evaluate.view_logits(model.module, config.data.normalize, params,
-                                                           placed["frames"], text))[:, 0]
-            for index, valid, row in zip(sharding.to_host(placed["index"]), sharding.to_host(placed["valid"]),
-                                         logits):
-                if valid:
-                    similarity[:, int(index)] = row  # an unreadable video keeps -inf: found by nothing
-    finally:
-        pipeline.close(batches)
+    rows, _, indices, unreadable = evaluate.score_views(
+        model.module, params, source, data.clip_spec(config, False), text, config.eval.batch_size, mesh,
+        lambda logits: logits[:, 0], config.data.num_workers, config.seed, config.data.normalize, "retrieval")
+    similarity = np.full((len(captions), len(videos)), -np.inf)  # an unreadable video stays -inf: found by none
+    similarity[:, indices] = rows.T
     found = {**metrics(similarity, caption_video), "videos": len(videos), "captions": len(captions),
-             "unreadable": bad.summary()["videos"], "seconds": time.time() - start}
+             "unreadable": unreadable, "seconds": time.time() - start}
     results = {"config": config.to_dict(), "note": note, "model": config.model.init, "final": {"retrieval": found}}
     workdirs.write_json(os.path.join(workdir, "results.json"), results)
     return results
