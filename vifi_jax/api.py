@@ -21,8 +21,20 @@ def load_video(path, num_frames=32, size=224):
     `size * 256 / 224`, centre crop `size`, then ImageNet statistics on 0-255 RGB values:
     (x - (123.675, 116.28, 103.53)) / (58.395, 57.12, 57.375). This is what `Model.encode_video` expects.
     """
-    frames = video.read_sampled_frames(path, lambda n: sampling.sample_frame_indices(n, num_frames, "test"))
-    return transforms.normalize(transforms.test_transform(frames, size, 1))
+    return transforms.normalize(read_test_view(path, num_frames, size)[0])
+
+
+def read_test_view(path, num_frames=32, size=224):
+    """(the official test view as uint8 crops [1, num_frames, size, size, 3], the frame indices sampled):
+    what `load_video` normalises, for callers that also need the pixels or the indices."""
+    chosen = {}
+
+    def choose(n):
+        chosen["indices"] = sampling.sample_frame_indices(n, num_frames, "test")
+        return chosen["indices"]
+
+    frames = video.read_sampled_frames(path, choose)
+    return transforms.test_transform(frames, size, 1), chosen["indices"]
 
 
 class Model:

@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from data_pipelines import cli, datasets, transforms, video
-from vifi_jax import api, extract
+from vifi_jax import api
 
 FLAGS = flags.FLAGS
 METHOD = "attention rollout (Abnar & Zuidema 2020): head-mean attention + identity, rows renormalised, " \
@@ -86,8 +86,8 @@ def explain_video(model, path, names, text, out, num_frames=8, stem=None):
     """Write <out>/<stem>.png and .json for one video (stem: the file name without extension); returns the
     JSON content."""
     size = model.config["image_resolution"]
-    normalised, indices = extract.test_view(path, num_frames, size)
-    crops = transforms.test_transform(video.read_frames(path, indices), size, 1)[0]
+    crops, indices = api.read_test_view(path, num_frames, size)  # decoded once: pixels for the picture
+    normalised, crops = transforms.normalize(crops), crops[0]
     logits = np.asarray(model.logits(normalised, text))[0]
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()

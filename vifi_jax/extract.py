@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from data_pipelines import cli, datasets, sampling, transforms, video
+from data_pipelines import cli, datasets, transforms, video
 from vifi_jax import api, sharding
 from vifi_jax.models import clip
 
@@ -66,14 +66,8 @@ class ExtractError(ValueError):
 
 def test_view(path, num_frames, size):
     """(normalised frames [1, T, size, size, 3], the frame indices sampled): `vifi_jax.load_video`'s view."""
-    chosen = {}
-
-    def choose(n):
-        chosen["indices"] = sampling.sample_frame_indices(n, num_frames, "test")
-        return chosen["indices"]
-
-    frames = video.read_sampled_frames(path, choose)
-    return transforms.normalize(transforms.test_transform(frames, size, 1)), chosen["indices"]
+    crops, indices = api.read_test_view(path, num_frames, size)
+    return transforms.normalize(crops), indices
 
 
 def _normalized(x):
