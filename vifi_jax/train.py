@@ -269,14 +269,21 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
                  bad_report["dataset_size"], bad_report["by_reason"] or "none")
         workdirs.write_json(results_path, results)
         return results
+    except BaseException:
+        if jax.process_count() > 1:
+            # A save in flight needs every process; after a failure (often: another process died) waiting
+            # for it would block until JAX aborts, so this process leaves its error at once instead.
+            ckpt = None
+        raise
     finally:
         for resource, release in ((bar, "close"), (batches, "close"), (preemption, "restore"), (writer, "close")):
             if resource is not None:
                 getattr(resource, release)()
         if data_iter is not None:
             pipeline.close(data_iter)
-        ckpt.wait_until_finished()
-        ckpt.close()
+        if ckpt is not None:
+            ckpt.wait_until_finished()
+            ckpt.close()
 
 
 def _resume_results(results, results_path, start_update):
