@@ -43,6 +43,7 @@ class ClipSpec:
     color_jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
     flip_prob: float = 0.5
+    augment_on_device: bool = False  # ship the drawn flip/jitter/grayscale parameters, not their pixels
 
     @property
     def num_views(self):
@@ -55,7 +56,8 @@ def reason_code(error):
 
 
 class LoadClip(grain.transforms.Map):
-    """(global position, source index) → {frames [V,T,H,W,3], label, index, valid, bad_index, bad_reason}.
+    """(global position, source index) → {frames [V,T,H,W,3], label, index, valid, bad_index, bad_reason},
+    plus the colour parameters (`transforms.COLOR_PARAMS`) of a training clip augmented on the device.
 
     The random draws (frames, crops, jitter, replacements) come from a generator seeded with (seed, global
     position), so a clip is the same whichever process reads it and however many processes there are."""
@@ -68,13 +70,15 @@ class LoadClip(grain.transforms.Map):
         mode = "train" if spec.train else "test"
         frames, label = self.source.load(index, lambda n: sampling.sample_frame_indices(
             n, spec.num_frames, mode, rng, num_views=1 if spec.train else spec.num_clips))
-        if spec.train:
-            views = transforms.train_transform(frames, rng, spec.size, spec.color_jitter_prob, spec.grayscale_prob,
-                                               spec.flip_prob)[None]
-        else:
+        if not spec.train:
             crops = transforms.test_transform(frames, spec.size, spec.num_crops)
-            views = crops.reshape(spec.num_views, spec.num_frames, *crops.shape[2:])
-        return views, label  # uint8: normalised on the device
+            return crops.reshape(spec.num_views, spec.num_frames, *crops.shape[2:]), label, {}
+        frames = transforms.train_crop(frames, rng, spec.size)
+        color = transforms.draw_color_params(len(frames), rng, spec.color_jitter_prob, spec.grayscale_prob,
+                                             spec.flip_prob)
+        if spec.augment_on_device:
+            return frames[None], label, color  # vifi_jax.augment applies them in the train step
+        return transforms.apply_color_params(frames, color)[None], label, {}  # uint8: normalised on the device
 
     def _empty(self):
         return np.zeros((self.spec.num_views, self.spec.num_frames, self.spec.size, self.spec.size, 3), np.uint8)
@@ -87,9 +91,10 @@ class LoadClip(grain.transforms.Map):
         bad_index = np.full(MAX_REPLACEMENTS, -1, np.int32)
         bad_reason = np.full(MAX_REPLACEMENTS, -1, np.int32)
         frames, label, valid, current = None, 0, index < len(self.source), index
+        color = transforms.identity_color_params(self.spec.num_frames) if self.spec.augment_on_device else {}
         for attempt in range(MAX_REPLACEMENTS if valid else 0):
             try:
-                frames, label = self._views(current, rng)
+                frames, label, color = self._views(current, rng)
                 break
             except (video.VideoError, OSError, ValueError, cv2.error, MemoryError) as error:
                 bad_index[attempt], bad_reason[attempt] = current, reason_code(error)
@@ -99,7 +104,7 @@ class LoadClip(grain.transforms.Map):
         if frames is None:
             frames, valid = self._empty(), False
         return {"frames": frames, "label": np.int32(label), "index": np.int32(index), "valid": np.bool_(valid),
-                "bad_index": bad_index, "bad_reason": bad_reason}
+                "bad_index": bad_index, "bad_reason": bad_reason, **color}
 
 
 def _process():

@@ -7,6 +7,9 @@ grayscale p=0.2. Test: short side 256 + centre crop, or short side 224 + three c
 side. Spatial choices are shared by all frames of a clip. Every function returns uint8 frames;
 `normalize` (ImageNet statistics on 0-255, as the official code; CLIP's as an option) is separate so
 that batches cross process boundaries as uint8 and are normalised on the accelerator.
+
+Training draws and applies separately: `train_crop`, then `draw_color_params` (every flip/jitter/grayscale
+choice) and `apply_color_params` here, or `vifi_jax.augment` inside the train step on the same draws.
 """
 import cv2
 import numpy as np
@@ -29,10 +32,13 @@ def short_side_size(height, width, short_side):
 
 
 def resize(frames, height, width):
-    """Bilinear resize of every frame (cv2.INTER_LINEAR, as mmcv.imresize)."""
+    """Bilinear resize of every frame (cv2.INTER_LINEAR, as mmcv.imresize), each straight into the output."""
     if frames.shape[1:3] == (height, width):
         return frames
-    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in frames])
+    out = np.empty((len(frames), height, width, frames.shape[3]), frames.dtype)
+    for frame, resized in zip(frames, out):
+        cv2.resize(frame, (width, height), dst=resized, interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def resize_short_side(frames, short_side):
@@ -105,22 +111,39 @@ def adjust_saturation(frame, factor):
     return _to_uint8(gray + factor * (frame.astype(np.float32) - gray))
 
 
-def adjust_hue(frame, factor):
-    """Rotate hue by `factor` of a turn in 8-bit HSV, wrapping as torchvision's PIL path does."""
+def shift_hue(frame, steps):
+    """Add `steps` to the hue in 8-bit HSV (256 steps a turn), wrapping as torchvision's PIL path does."""
     hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV_FULL)
-    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(factor * 255)) % 256
+    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + steps) % 256
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+
+
+def adjust_hue(frame, factor):
+    """Rotate hue by `factor` of a turn: int(factor · 255) steps of the 8-bit hue."""
+    return shift_hue(frame, int(factor * 255))
+
+
+def draw_jitter(rng, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1):
+    """torchvision ColorJitter's draws for one frame: the order of the four ops and their factors."""
+    order = rng.permutation(4)
+    factors = (rng.uniform(1 - brightness, 1 + brightness), rng.uniform(1 - contrast, 1 + contrast),
+               rng.uniform(1 - saturation, 1 + saturation), rng.uniform(-hue, hue))
+    return order, factors
+
+
+def jitter_frame(frame, order, factors, hue_steps):
+    """Brightness, contrast and saturation (`factors`) and a hue shift of `hue_steps`, in the drawn order."""
+    ops = (adjust_brightness, adjust_contrast, adjust_saturation, shift_hue)
+    arguments = (*factors, hue_steps)
+    for op in order:
+        frame = ops[op](frame, arguments[op])
+    return frame
 
 
 def color_jitter_frame(frame, rng, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1):
     """torchvision ColorJitter on one frame: factors and the order of the four ops drawn afresh."""
-    order = rng.permutation(4)
-    factors = (rng.uniform(1 - brightness, 1 + brightness), rng.uniform(1 - contrast, 1 + contrast),
-               rng.uniform(1 - saturation, 1 + saturation), rng.uniform(-hue, hue))
-    ops = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
-    for op in order:
-        frame = ops[op](frame, factors[op])
-    return frame
+    order, (b, c, s, h) = draw_jitter(rng, brightness, contrast, saturation, hue)
+    return jitter_frame(frame, order, (b, c, s), int(h * 255))
 
 
 def grayscale(frames):
@@ -128,18 +151,58 @@ def grayscale(frames):
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
-def train_transform(frames, rng, size=224, color_jitter_prob=0.8, grayscale_prob=0.2, flip_prob=0.5):
-    """The official training augmentation of one clip; returns uint8 [T, size, size, 3]."""
+def train_crop(frames, rng, size=224):
+    """The official training geometry of one clip: short side 256/224·size, MultiScaleCrop, resize to size."""
     frames = resize_short_side(frames, int(256 / 224 * size))
     frames = crop(frames, multi_scale_crop_box(frames.shape[1], frames.shape[2], rng, input_size=size))
-    frames = resize(frames, size, size)
-    if rng.random() < flip_prob:
+    return resize(frames, size, size)
+
+
+def draw_color_params(num_frames, rng, color_jitter_prob=0.8, grayscale_prob=0.2, flip_prob=0.5):
+    """Every random choice after the crop, drawn in the order the host path has always drawn them.
+
+    {"flip", "jitter", "gray"}: per-clip booleans; "order" [T, 4] int32, "factors" [T, 3] float32
+    (brightness, contrast, saturation; the float32 values the host arithmetic uses) and "hue_shift" [T]
+    int32 (int(factor · 255), the 8-bit hue step) per frame. Applied by `apply_color_params` on the host
+    or by `vifi_jax.augment` on the accelerator, with the same result."""
+    params = identity_color_params(num_frames)
+    params["flip"] = np.bool_(rng.random() < flip_prob)
+    params["jitter"] = np.bool_(rng.random() < color_jitter_prob)
+    if params["jitter"]:
+        for t in range(num_frames):
+            params["order"][t], (b, c, s, h) = draw_jitter(rng)
+            params["factors"][t], params["hue_shift"][t] = (b, c, s), int(h * 255)
+    params["gray"] = np.bool_(rng.random() < grayscale_prob)
+    return params
+
+
+COLOR_PARAMS = ("flip", "jitter", "gray", "order", "factors", "hue_shift")
+
+
+def identity_color_params(num_frames):
+    """Parameters that leave a clip as it is (also what a sample that could not be read carries)."""
+    return {"flip": np.bool_(False), "jitter": np.bool_(False), "gray": np.bool_(False),
+            "order": np.tile(np.arange(4, dtype=np.int32), (num_frames, 1)),
+            "factors": np.ones((num_frames, 3), np.float32), "hue_shift": np.zeros(num_frames, np.int32)}
+
+
+def apply_color_params(frames, params):
+    """Flip, per-frame colour jitter and grayscale of one clip with drawn parameters, on the host."""
+    if params["flip"]:
         frames = frames[:, :, ::-1]
-    if rng.random() < color_jitter_prob:
-        frames = np.stack([color_jitter_frame(f, rng) for f in frames])
-    if rng.random() < grayscale_prob:
+    if params["jitter"]:
+        frames = np.stack([jitter_frame(*frame_params) for frame_params in
+                           zip(frames, params["order"], params["factors"], params["hue_shift"])])
+    if params["gray"]:
         frames = grayscale(frames)
     return np.ascontiguousarray(frames)
+
+
+def train_transform(frames, rng, size=224, color_jitter_prob=0.8, grayscale_prob=0.2, flip_prob=0.5):
+    """The official training augmentation of one clip; returns uint8 [T, size, size, 3]."""
+    frames = train_crop(frames, rng, size)
+    return apply_color_params(frames, draw_color_params(len(frames), rng, color_jitter_prob, grayscale_prob,
+                                                         flip_prob))
 
 
 def test_transform(frames, size=224, num_crops=1):

@@ -1,4 +1,6 @@
-"""What trains in each mode (counts from the official model), and the frozen-text shortcut."""
+"""What trains in each mode (counts from the official model), the frozen-text shortcut, augmentation in the step."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ from flax import traverse_util
 
 from conftest import relative_error
 from configs import zeroshot
+from data_pipelines import datasets, pipeline, synthetic, transforms
 from vifi_jax import api, sharding, train
 from vifi_jax.models import clip, vifi
 
@@ -70,3 +73,28 @@ def test_the_step_reports_the_norms_of_gradient_parameters_and_update():
     assert float(metrics["update_norm"]) == pytest.approx(norm(update), rel=1e-4)
     assert float(metrics["grad_norm"]) == pytest.approx(2 * norm(update), rel=1e-4)
     assert float(metrics["param_norm"]) == pytest.approx(norm(after["trainable"]), rel=1e-5)
+
+
+def test_augmenting_in_the_step_trains_as_host_augmentation(tmp_path):
+    """The same loader draws, applied on the host or inside the step: the same loss and update (float bound)."""
+    list_file, _ = synthetic.make_dataset(str(tmp_path), num_classes=3, videos_per_class=2, num_frames=8, height=40,
+                                          width=52)
+    source = datasets.VideoFileSource.from_list_file(list_file, str(tmp_path), 3)
+    config = zeroshot.get_config("train,smoke")
+    model = api.from_config(config.model, seed=0)[0]
+    optimizer = optax.sgd(0.5)
+    state = train.init_state(model.params, "both", optimizer, 0, sharding.make_mesh())
+    spec = pipeline.ClipSpec(num_frames=4, size=32, train=True, color_jitter_prob=1.0, grayscale_prob=0.5)
+    elements = [(position, position % len(source)) for position in range(4)]
+    host = [pipeline.LoadClip(source, spec, seed=3).map(e) for e in elements]
+    device = [pipeline.LoadClip(source, dataclasses.replace(spec, augment_on_device=True), seed=3).map(e)
+              for e in elements]
+    labels = jnp.asarray([[e["label"] for e in host]])
+    ids = jnp.asarray(vifi.class_token_ids(["a", "b", "c"], "template"))
+    step = jax.jit(train.make_train_step(model.module, optimizer, config, 3))
+    reference = step(state, np.stack([e["frames"] for e in host])[None], labels, ids)
+    color = {k: np.stack([e[k] for e in device])[None] for k in transforms.COLOR_PARAMS}
+    moved = step(state, np.stack([e["frames"] for e in device])[None], labels, ids, color)
+    assert not np.array_equal(np.stack([e["frames"] for e in host]), np.stack([e["frames"] for e in device]))
+    np.testing.assert_allclose(float(moved[1]["loss"]), float(reference[1]["loss"]), rtol=1e-4)
+    np.testing.assert_allclose(float(moved[1]["update_norm"]), float(reference[1]["update_norm"]), rtol=1e-3)

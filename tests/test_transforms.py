@@ -103,3 +103,24 @@ def test_brightness_and_contrast_tables_give_the_formulas_pixels():
             mean = int((frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).mean() + 0.5)
             want = np.clip(mean + factor * (frame.astype(np.float32) - mean), 0, 255).astype(np.uint8)
             np.testing.assert_array_equal(transforms.adjust_contrast(frame, factor), want)
+
+
+def test_drawing_then_applying_is_the_inline_augmentation():
+    """train_transform (train_crop, draw_color_params, apply_color_params) consumes the generator as the
+    augmentation written inline does, so seeds give the clips they always gave, and the device path gets
+    the same draws."""
+    clip = np.random.default_rng(11).integers(0, 256, (6, 90, 120, 3), dtype=np.uint8)
+
+    def inline(frames, rng):
+        frames = transforms.train_crop(frames, rng, 64)
+        if rng.random() < 0.5:
+            frames = frames[:, :, ::-1]
+        if rng.random() < 0.8:
+            frames = np.stack([transforms.color_jitter_frame(f, rng) for f in frames])
+        if rng.random() < 0.2:
+            frames = transforms.grayscale(frames)
+        return frames
+
+    for seed in range(12):
+        np.testing.assert_array_equal(transforms.train_transform(clip, np.random.default_rng(seed), 64),
+                                      inline(clip, np.random.default_rng(seed)))

@@ -69,6 +69,7 @@ def check(config):
     need("data.num_workers", lambda v: type(v) is int and v >= 0, "must be an integer >= 0")
     need("data.source", lambda v: v in SOURCES, f"must be one of {SOURCES}")
     need("data.normalize", lambda v: v in NORMALIZATIONS, f"must be one of {NORMALIZATIONS}")
+    need("data.augment_on", lambda v: v in ("device", "host"), "must be device or host")
     need("text_mode", lambda v: v in TEXT_MODES, f"must be one of {TEXT_MODES}")
     need("model.dtype", lambda v: v in DTYPES, f"must be one of {DTYPES}")
     need("mesh.fsdp", positive_int, "must be a positive integer")

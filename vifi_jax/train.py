@@ -22,8 +22,8 @@ import optax
 from flax import traverse_util
 
 from data_pipelines import cli, pipeline, transforms
-from vifi_jax import api, checkpoint, config_checks, data, evaluate, metrics, mixup, model_dir, prefetch, schedule, \
-    sharding, step_log, workdirs
+from vifi_jax import api, augment, checkpoint, config_checks, data, evaluate, metrics, mixup, model_dir, prefetch, \
+    schedule, sharding, step_log, workdirs
 from vifi_jax.models import clip, vifi
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,11 @@ def make_train_step(module, optimizer, config, num_classes):
     [C, D] (`ViFiCLIP.text_features`: image-only training computes them once)."""
     t = config.train
 
-    def loss_fn(trainable, frozen, frames, labels, text, rng):
-        x = transforms.normalize(frames[:, 0], config.data.normalize)  # views axis is 1 in training
+    def loss_fn(trainable, frozen, frames, labels, color, text, rng):
+        x = frames[:, 0]  # views axis is 1 in training
+        if color is not None:  # flip, jitter and grayscale drawn by the loader, applied here
+            x = augment.augment(x, color)
+        x = transforms.normalize(x, config.data.normalize)
         if t.mixup:
             x, targets, _ = mixup.blend(rng, x, labels, num_classes, t.label_smoothing, t.mixup_alpha,
                                         t.cutmix_alpha, t.mixup_switch_prob)
@@ -104,20 +107,22 @@ def make_train_step(module, optimizer, config, num_classes):
 
     grad_fn = jax.value_and_grad(loss_fn)
 
-    def train_step(state, frames, labels, text):
-        """frames [ACC, B, 1, T, H, W, 3] uint8, labels [ACC, B] -> (new state, metrics): the mean loss and
-        the global norms of the gradient, the trained parameters (after the update) and the update."""
+    def train_step(state, frames, labels, text, color=None):
+        """frames [ACC, B, 1, T, H, W, 3] uint8, labels [ACC, B], the loader's colour parameters
+        (`transforms.COLOR_PARAMS`, leading axes [ACC, B]) when augmentation runs here, else None ->
+        (new state, metrics): the mean loss and the global norms of the gradient, the trained parameters
+        (after the update) and the update."""
         rng = jax.random.fold_in(state["rng"], state["step"])
 
         def micro(carry, inputs):
             grads_sum, loss_sum = carry
-            index, x, y = inputs
-            loss, grads = grad_fn(state["trainable"], state["frozen"], x, y, text, jax.random.fold_in(rng, index))
+            index, x, y, c = inputs
+            loss, grads = grad_fn(state["trainable"], state["frozen"], x, y, c, text, jax.random.fold_in(rng, index))
             return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), None
 
         zeros = jax.tree.map(jnp.zeros_like, state["trainable"])
         steps = frames.shape[0]
-        (grads, loss), _ = jax.lax.scan(micro, (zeros, 0.0), (jnp.arange(steps), frames, labels))
+        (grads, loss), _ = jax.lax.scan(micro, (zeros, 0.0), (jnp.arange(steps), frames, labels, color))
         grads = jax.tree.map(lambda g: g / steps, grads)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
         trained = optax.apply_updates(state["trainable"], updates)
@@ -223,10 +228,10 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
             losses.waited += time.perf_counter() - waiting
             bad_pending.append(bad_samples)
             if compiled is None:
-                compiled = step_fn.lower(state, placed["frames"], placed["label"], text).compile()
+                compiled = step_fn.lower(state, placed["frames"], placed["label"], text, placed["color"]).compile()
                 losses.flops = step_log.report_step_cost(compiled, config, results)
                 losses.restart()
-            state, step_metrics = compiled(state, placed["frames"], placed["label"], text)
+            state, step_metrics = compiled(state, placed["frames"], placed["label"], text, placed["color"])
             done = update + 1
             losses.add(done, step_metrics)
             bar.update(1)
@@ -300,7 +305,8 @@ def _resume_results(results, results_path, start_update):
 
 
 def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_epoch, leftover):
-    """Per update: (its micro-batches stacked and placed as global arrays, the bad-sample reports of all
+    """Per update: (its micro-batches stacked and placed as global arrays {frames, label, color (the colour
+    parameters, None when the loader applied them)}, the bad-sample reports of all
     micro-batches read for it, also as global arrays); at each epoch start, first the micro-batches the
     official loop drops."""
     for update in updates:
@@ -308,8 +314,10 @@ def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_ep
         if update and update % updates_per_epoch == 0:
             read += [next(data_iter) for _ in range(leftover)]
         micro = [next(data_iter) for _ in range(accumulation_steps)]
-        placed = sharding.global_batch(mesh, {k: np.stack([b[k] for b in micro]) for k in ("frames", "label")},
-                                       leading_axes=1)
+        stacked = {k: np.stack([b[k] for b in micro]) for k in ("frames", "label", *transforms.COLOR_PARAMS)
+                   if k in micro[0]}
+        color = {k: stacked.pop(k) for k in transforms.COLOR_PARAMS if k in stacked} or None
+        placed = sharding.global_batch(mesh, dict(stacked, color=color), leading_axes=1)
         reports = {k: np.concatenate([b[k] for b in read + micro]) for k in ("bad_index", "bad_reason")}
         yield placed, sharding.global_batch(mesh, reports)  # gathered from every process when metrics are
 
