@@ -39,3 +39,23 @@ def test_prepared_frames_match_decoded_video_and_feed_the_pipeline(synthetic_vid
     del config.eval.sets["other"]
     val = data.eval_splits(config)["val"]
     assert val.description == "tfds:synthetic_frames[train]" and val.class_names == source.class_names
+
+
+def test_records_are_stored_uncompressed_unless_asked(synthetic_videos, tmp_path):
+    """TFDS writes zstd ArrayRecords; prepare rewrites them uncompressed (the same records, cheaper reads)."""
+    import glob
+
+    from array_record.python import array_record_module
+
+    root, list_file, labels_csv = synthetic_videos
+    stored = {}
+    for zstd in (False, True):
+        data_dir = str(tmp_path / f"zstd_{zstd}")
+        prepare.prepare(list_file, root, labels_csv, "frames", "train", data_dir, short_side=32, workers=1, zstd=zstd)
+        (shard,) = glob.glob(f"{data_dir}/frames/1.0.0/frames-train.array_record-*")
+        reader = array_record_module.ArrayRecordReader(shard)
+        assert ("uncompressed" in reader.writer_options_string()) != zstd
+        source = datasets.TfdsSource("frames", "train", data_dir)
+        stored[zstd] = [source.load(i, lambda n: list(range(n)))[0] for i in range(len(source))]
+    for plain, compressed in zip(stored[False], stored[True]):
+        np.testing.assert_array_equal(plain, compressed)
