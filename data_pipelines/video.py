@@ -129,6 +129,22 @@ def packet_count(path):
     return count
 
 
+_COUNTS = {}  # (path, size, mtime) -> packet count, in this process
+MAX_CACHED_COUNTS = 100_000  # ~25 MB of keys; then the cache starts afresh
+
+
+def cached_packet_count(path):
+    """`packet_count`, remembered per file (size and modification time included) in this process, so a
+    loader worker demuxes each video once rather than once per clip it reads from it."""
+    stat = os.stat(path)
+    key = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _COUNTS:
+        if len(_COUNTS) >= MAX_CACHED_COUNTS:
+            _COUNTS.clear()
+        _COUNTS[key] = packet_count(path)
+    return _COUNTS[key]
+
+
 def count_frames(path):
     """The number of frames that actually decode (container headers can over- or under-count)."""
     capture = open_capture(path)
@@ -163,7 +179,7 @@ def read_sampled_frames(path, choose_indices, seek_threshold=SEEK_THRESHOLD):
     """
     capture = open_capture(path)
     try:
-        num_frames = packet_count(path)
+        num_frames = cached_packet_count(path)
         if num_frames <= 0:
             num_frames = count_frames(path)
         try:
@@ -189,7 +205,8 @@ def _check_indices(indices):
 
 
 def _read(capture, path, indices, seek_threshold):
-    frames, keyframes = {}, []
+    """Each wanted frame is converted to RGB straight into its place in the output (no stacking copy)."""
+    out, keyframes = None, []
     position = 0  # index of the frame the next grab() returns
     deadline = _Deadline(path)
     for target in np.unique(indices):
@@ -205,8 +222,13 @@ def _read(capture, path, indices, seek_threshold):
             if capture.get(cv2.CAP_PROP_FRAME_TYPE) == _KEYFRAME:
                 keyframes.append(position)
             position += 1
-        frames[int(target)] = cv2.cvtColor(capture.retrieve()[1], cv2.COLOR_BGR2RGB)
-    return np.stack([frames[int(i)] for i in indices])
+        frame = capture.retrieve()[1]
+        if out is None:
+            out = np.empty((len(indices), *frame.shape), np.uint8)
+        places = np.flatnonzero(indices == target)
+        cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=out[places[0]])
+        out[places[1:]] = out[places[0]]
+    return out
 
 
 def _seek_pays(position, target, keyframes, seek_threshold):

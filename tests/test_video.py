@@ -165,3 +165,16 @@ def test_short_gaps_seek_only_when_keyframes_make_it_pay(tmp_path, monkeypatch):
     assert not video_module._seek_pays(0, 22, [0, 12], 250)  # would land on keyframe 0: nothing saved
     assert video_module._seek_pays(0, 60, [0, 12], 250) and video_module._seek_pays(0, 300, [], 250)
     assert not video_module._seek_pays(0, 100, [], 250)  # no keyframe spacing known yet
+
+
+def test_a_worker_counts_each_video_once_and_again_after_it_changes(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "v.avi", 40, "XVID")
+    counted = []
+    real_count = video_module.packet_count
+    monkeypatch.setattr(video_module, "packet_count", lambda p: counted.append(p) or real_count(p))
+    first = read_sampled_frames(path, lambda n: [0, n - 1])
+    second = read_sampled_frames(path, lambda n: [0, n - 1])
+    np.testing.assert_array_equal(first, second)
+    assert [decode_index(f) for f in first] == [0, 39] and len(counted) == 1
+    write_video(path, 60, "XVID")  # the same name, new contents: counted afresh
+    assert decode_index(read_sampled_frames(path, lambda n: [n - 1])[0]) == 59 and len(counted) == 2
