@@ -2,6 +2,7 @@
 import json
 import os
 
+import grain
 import numpy as np
 import pytest
 
@@ -159,3 +160,11 @@ def test_hostile_videos_are_replaced_and_reported_by_kind_without_hanging(tmp_pa
         assert (batch["index"] >= 0).all()
         report.update(batch)
     assert set(report.summary()["by_reason"]) <= {"unreadable", "not_regular", "too_large"}
+
+
+def test_epoch_order_is_grains_permutation_of_each_epoch():
+    order = pipeline.EpochOrder(7, 8, seed=3)  # an epoch of 8 positions pads 7 videos cyclically
+    shuffled = grain.MapDataset.range(7).seed(3).shuffle()
+    for position in [0, 5, 7, 8, 15, 3, 30, 16]:  # epochs visited out of order, and revisited
+        epoch, offset = divmod(position, 8)
+        assert order(position, None) == shuffled[epoch * 7 + offset % 7]
