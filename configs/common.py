@@ -68,7 +68,8 @@ def base_config():
         tfds_name="", tfds_data_dir="", tfds_train_split="train",
         num_frames=32, input_size=224, normalize="imagenet",
         augment_on="device",  # device: flip/jitter/grayscale in the train step (host draws them) | host (reference)
-        num_workers=8, check_files=True, max_bad_fraction=0.01,
+        num_workers=-1,  # loader processes; -1: one per usable core, less one (pipeline.auto_workers)
+        check_files=True, max_bad_fraction=0.01,
         demo=ml_collections.ConfigDict(dict(num_classes=8, videos_per_class=4, num_frames=32, height=128,
                                             width=170))))
     c.train = ml_collections.ConfigDict(dict(

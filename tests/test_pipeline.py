@@ -168,3 +168,21 @@ def test_epoch_order_is_grains_permutation_of_each_epoch():
     for position in [0, 5, 7, 8, 15, 3, 30, 16]:  # epochs visited out of order, and revisited
         epoch, offset = divmod(position, 8)
         assert order(position, None) == shuffled[epoch * 7 + offset % 7]
+
+
+def test_auto_workers_share_the_usable_cores_among_local_processes(monkeypatch, source):
+    for name in pipeline.LOCAL_PROCESS_COUNT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert pipeline.auto_workers() == 15
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert pipeline.auto_workers() == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert pipeline.auto_workers() == 1
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    batches = pipeline.iterator(pipeline.train_dataset(source, pipeline.ClipSpec(4, 32), 4, seed=0, process=(0, 1)), -1)
+    try:  # one worker process on two cores
+        assert next(batches)["frames"].shape == (4, 1, 4, 32, 32, 3)
+    finally:
+        pipeline.close(batches)

@@ -66,7 +66,8 @@ def check(config):
     need("train.max_steps", lambda v: type(v) is int and (v == -1 or v > 0), "must be -1 (no limit) or > 0")
     need("train.use", lambda v: v in train.USES, f"must be one of {train.USES}")
     need("data.max_bad_fraction", lambda v: number(v) and 0 <= v <= 1, "must be in [0, 1]")
-    need("data.num_workers", lambda v: type(v) is int and v >= 0, "must be an integer >= 0")
+    need("data.num_workers", lambda v: type(v) is int and v >= -1,
+         "must be an integer >= 0, or -1 (a worker per core this process may use, less one)")
     need("data.source", lambda v: v in SOURCES, f"must be one of {SOURCES}")
     need("data.normalize", lambda v: v in NORMALIZATIONS, f"must be one of {NORMALIZATIONS}")
     need("data.augment_on", lambda v: v in ("device", "host"), "must be device or host")
