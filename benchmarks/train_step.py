@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import fully_supervised, zeroshot
+from data_pipelines import transforms
 from vifi_jax import api, sharding, train
 from vifi_jax.models import clip, vifi
 
@@ -53,8 +54,17 @@ def forward_flops(cfg, frames, batch, prompts, text_len):
     return batch * frames * image + prompts * text + 2 * batch * prompts * e
 
 
-def jax_setup(recipe, batch, frames, classes, dtype, remat):
-    """Build and compile the step as vifi_jax.train does: (result row, function running one step)."""
+def worst_case_color(batch, frames, seed=0):
+    """Colour parameters [1, batch, ...] with flip, jitter and grayscale all on (the most device work)."""
+    rng = np.random.default_rng(seed)
+    drawn = [transforms.draw_color_params(frames, rng, 1.0, 1.0, 1.0) for _ in range(batch)]
+    return {k: jnp.asarray(np.stack([d[k] for d in drawn])[None]) for k in transforms.COLOR_PARAMS}
+
+
+def jax_setup(recipe, batch, frames, classes, dtype, remat, augment=False):
+    """Build and compile the step as vifi_jax.train does: (result row, function running one step).
+
+    augment: the step also applies flip, colour jitter and grayscale (`data.augment_on="device"`, every op on)."""
     config = RECIPES[recipe][0]()
     config.train.batch_size, config.train.accumulation_steps = batch, 1
     config.train.warmup_epochs = 0  # full LR from the second update on, so the timed steps visibly train
@@ -70,10 +80,11 @@ def jax_setup(recipe, batch, frames, classes, dtype, remat):
     rng = np.random.default_rng(0)
     video = jnp.asarray(rng.integers(0, 256, (1, batch, 1, frames, 224, 224, 3), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, classes, (1, batch)), jnp.int32)
+    color = worst_case_color(batch, frames) if augment else None
     step = jax.jit(train.make_train_step(model.module, optimizer, config, classes),
                    donate_argnums=(0,), out_shardings=(shardings, sharding.replicated(mesh)))
     start = time.perf_counter()
-    compiled = step.lower(state, video, labels, ids).compile()
+    compiled = step.lower(state, video, labels, ids, color).compile()
     compile_s = time.perf_counter() - start
     try:  # the XLA cross-check: not every backend and version reports these
         cost, memory = compiled.cost_analysis(), compiled.memory_analysis()
@@ -85,11 +96,12 @@ def jax_setup(recipe, batch, frames, classes, dtype, remat):
     holder = [state]
 
     def run():
-        holder[0], metrics = compiled(holder[0], video, labels, ids)
+        holder[0], metrics = compiled(holder[0], video, labels, ids, color)
         return float(metrics["loss"])  # blocks until the step is done
 
     return {"framework": "jax", "recipe": recipe, "batch": batch, "frames": frames, "classes": classes,
-            "text_len": int(text_len), "dtype": jnp.dtype(dtype).name, "remat": remat, "compile_s": compile_s,
+            "text_len": int(text_len), "dtype": jnp.dtype(dtype).name, "remat": remat, "augment_in_step": augment,
+            "compile_s": compile_s,
             "xla_flops_per_step": xla_flops, "temp_gib": temp_gib}, run
 
 
@@ -109,12 +121,12 @@ def time_steps(benches, steps, warmup):
                    cpu_s_per_step=float(np.median(row.pop("cpu"))), steps_timed=len(row.pop("wall")))
 
 
-def jax_bench_fitting(recipe, batch, frames, classes, dtype, remat, steps, warmup):
+def jax_bench_fitting(recipe, batch, frames, classes, dtype, remat, steps, warmup, augment=False):
     """Set up and time one recipe, halving the batch on out-of-memory until it fits (device mode)."""
     requested = batch
     while True:
         try:
-            bench = jax_setup(recipe, batch, frames, classes, dtype, remat)
+            bench = jax_setup(recipe, batch, frames, classes, dtype, remat, augment)
             time_steps([bench], steps, warmup)
             print(f"  compiled in {bench[0]['compile_s']:.0f} s, XLA temp memory {bench[0]['temp_gib'] or 0:.1f} GiB, "
                   f"step {bench[0]['step_s'] * 1e3:.1f} ms", flush=True)
@@ -146,7 +158,6 @@ def torch_setup(batch, frames, classes, threads, full_context=False):
     """
     import torch
     import torch.nn.functional as F
-    from data_pipelines import transforms
     from vifi_jax import tokenizer
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -233,6 +244,7 @@ def main():
     parser.add_argument("--steps", type=int, default=None, help="timed steps (CPU 2, device 20)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (CPU 1, device 2)")
     parser.add_argument("--remat", action="store_true", help="rematerialise each residual block")
+    parser.add_argument("--augment", action="store_true", help="flip/jitter/grayscale inside the step (all on)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/train_step.json")
     args = parser.parse_args()
@@ -263,9 +275,10 @@ def main():
         batch = args.batch or (RECIPES[recipe][2] if device else 1)
         print(f"jax {recipe}: batch {batch} x {frames} frames, {args.classes} classes ...", flush=True)
         if device:
-            rows.append(jax_bench_fitting(recipe, batch, frames, args.classes, dtype, args.remat, steps, warmup))
+            rows.append(jax_bench_fitting(recipe, batch, frames, args.classes, dtype, args.remat, steps, warmup,
+                                          args.augment))
             continue
-        benches = [jax_setup(recipe, batch, frames, args.classes, dtype, args.remat)]
+        benches = [jax_setup(recipe, batch, frames, args.classes, dtype, args.remat, args.augment)]
         if not args.no_torch:
             import torch
             info["torch"] = torch.__version__
