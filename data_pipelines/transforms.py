@@ -22,7 +22,7 @@ NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN,
 
 MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
 # ITU-R 601-2 luma, as PIL's convert("L") computes it.
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def short_side_size(height, width, short_side):
@@ -84,7 +84,7 @@ def _to_uint8(x):
 
 
 def _gray(frame):
-    return frame.astype(np.float32) @ _LUMA
+    return frame.astype(np.float32) @ LUMA
 
 
 _VALUES = np.arange(256, dtype=np.float32)
@@ -147,7 +147,7 @@ def color_jitter_frame(frame, rng, brightness=0.4, contrast=0.4, saturation=0.2,
 
 
 def grayscale(frames):
-    gray = _to_uint8(np.round(frames.astype(np.float32) @ _LUMA))
+    gray = _to_uint8(np.round(frames.astype(np.float32) @ LUMA))
     return np.repeat(gray[..., None], 3, axis=-1)
 
 

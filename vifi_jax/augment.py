@@ -21,7 +21,7 @@ from data_pipelines import transforms
 _HSV_SHIFT = 12
 # value x weight for every uint8 value and channel, as numpy rounds each product: summing looked-up products
 # keeps XLA from fusing multiply and add into one FMA (a different rounding), so luma matches the host's.
-_LUMA_PRODUCTS = np.arange(256, dtype=np.float32)[:, None] * transforms._LUMA
+_LUMA_PRODUCTS = np.arange(256, dtype=np.float32)[:, None] * transforms.LUMA
 
 
 def _to_uint8_values(x):
@@ -30,23 +30,29 @@ def _to_uint8_values(x):
 
 
 def _gray(frame):
-    """0.299 r + 0.587 g + 0.114 b of uint8 values, summed left to right as numpy's `frame @ _LUMA`."""
+    """0.299 r + 0.587 g + 0.114 b of uint8 values, summed left to right as numpy's `frame @ transforms.LUMA`."""
     products = jnp.asarray(_LUMA_PRODUCTS)[frame.astype(jnp.int32), jnp.arange(3)]
     return (products[..., 0] + products[..., 1]) + products[..., 2]
 
 
+def _linear(frame, op, factor):
+    """Brightness (op 0), contrast (1) or saturation (2) as the one form they share on the host:
+    uint8(clip(m + factor · (x − m))) with m = 0, the rounded mean luma, or each pixel's rounded luma."""
+    gray = _gray(frame)
+    centre = jnp.select([op == 1, op == 2], [jnp.floor(jnp.mean(gray) + 0.5), jnp.round(gray)], 0.0)[..., None]
+    return _to_uint8_values(centre + factor * (frame - centre))
+
+
 def brightness(frame, factor):
-    return _to_uint8_values(frame * factor)
+    return _linear(frame, 0, factor)
 
 
 def contrast(frame, factor):
-    mean = jnp.floor(jnp.mean(_gray(frame)) + 0.5)
-    return _to_uint8_values(mean + factor * (frame - mean))
+    return _linear(frame, 1, factor)
 
 
 def saturation(frame, factor):
-    gray = jnp.round(_gray(frame))[..., None]
-    return _to_uint8_values(gray + factor * (frame - gray))
+    return _linear(frame, 2, factor)
 
 
 def _division_tables():
@@ -99,14 +105,6 @@ def hue(frame, steps):
 def grayscale(frames):
     gray = jnp.clip(jnp.round(_gray(frames)), 0.0, 255.0)
     return jnp.broadcast_to(gray[..., None], frames.shape)
-
-
-def _linear(frame, op, factor):
-    """Brightness (op 0), contrast (1) or saturation (2) as the one form they share on the host:
-    uint8(clip(m + factor · (x − m))) with m = 0, the rounded mean luma, or each pixel's rounded luma."""
-    gray = _gray(frame)
-    centre = jnp.select([op == 1, op == 2], [jnp.floor(jnp.mean(gray) + 0.5), jnp.round(gray)], 0.0)[..., None]
-    return _to_uint8_values(centre + factor * (frame - centre))
 
 
 def jitter_frame(frame, order, factors, hue_steps):
