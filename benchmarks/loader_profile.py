@@ -134,8 +134,7 @@ def jpeg_decoders(source, frames_per_video=16, repeats=5):
     256-short-side frame (169-256 pixels) is enlarged to 224, so the official pixels need the full scale."""
     encoded = [np.frombuffer(e, np.uint8) for i in range(len(source))
                for e in source._parse(i)[0][:frames_per_video]]
-    decoders = {"cv2 BGR + cvtColor (before)": lambda e: cv2.cvtColor(cv2.imdecode(e, cv2.IMREAD_COLOR),
-                                                                       cv2.COLOR_BGR2RGB),
+    decoders = {"cv2 BGR + cvtColor (before)": decode_bgr_then_rgb,
                 "cv2 IMREAD_COLOR_RGB": lambda e: cv2.imdecode(e, cv2.IMREAD_COLOR_RGB)}
     try:
         import simplejpeg

@@ -90,8 +90,7 @@ class LoadClip(grain.transforms.Map):
         rng = np.random.default_rng([self.seed, position])
         bad_index = np.full(MAX_REPLACEMENTS, -1, np.int32)
         bad_reason = np.full(MAX_REPLACEMENTS, -1, np.int32)
-        frames, label, valid, current = None, 0, index < len(self.source), index
-        color = transforms.identity_color_params(self.spec.num_frames) if self.spec.augment_on_device else {}
+        frames, label, color, valid, current = None, 0, {}, index < len(self.source), index
         for attempt in range(MAX_REPLACEMENTS if valid else 0):
             try:
                 frames, label, color = self._views(current, rng)
@@ -103,6 +102,8 @@ class LoadClip(grain.transforms.Map):
                 current = int(rng.integers(len(self.source)))
         if frames is None:
             frames, valid = self._empty(), False
+            if self.spec.augment_on_device:
+                color = transforms.identity_color_params(self.spec.num_frames)
         return {"frames": frames, "label": np.int32(label), "index": np.int32(index), "valid": np.bool_(valid),
                 "bad_index": bad_index, "bad_reason": bad_reason, **color}
 

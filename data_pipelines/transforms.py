@@ -118,17 +118,22 @@ def shift_hue(frame, steps):
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
 
 
+def hue_steps(factor):
+    """A hue rotation of `factor` of a turn as steps of the 8-bit hue: int(factor · 255)."""
+    return int(factor * 255)
+
+
 def adjust_hue(frame, factor):
-    """Rotate hue by `factor` of a turn: int(factor · 255) steps of the 8-bit hue."""
-    return shift_hue(frame, int(factor * 255))
+    return shift_hue(frame, hue_steps(factor))
 
 
 def draw_jitter(rng, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1):
-    """torchvision ColorJitter's draws for one frame: the order of the four ops and their factors."""
+    """torchvision ColorJitter's draws for one frame: the order of the four ops, the brightness, contrast
+    and saturation factors, and the hue shift in 8-bit steps."""
     order = rng.permutation(4)
     factors = (rng.uniform(1 - brightness, 1 + brightness), rng.uniform(1 - contrast, 1 + contrast),
-               rng.uniform(1 - saturation, 1 + saturation), rng.uniform(-hue, hue))
-    return order, factors
+               rng.uniform(1 - saturation, 1 + saturation))
+    return order, factors, hue_steps(rng.uniform(-hue, hue))
 
 
 def jitter_frame(frame, order, factors, hue_steps):
@@ -142,8 +147,7 @@ def jitter_frame(frame, order, factors, hue_steps):
 
 def color_jitter_frame(frame, rng, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1):
     """torchvision ColorJitter on one frame: factors and the order of the four ops drawn afresh."""
-    order, (b, c, s, h) = draw_jitter(rng, brightness, contrast, saturation, hue)
-    return jitter_frame(frame, order, (b, c, s), int(h * 255))
+    return jitter_frame(frame, *draw_jitter(rng, brightness, contrast, saturation, hue))
 
 
 def grayscale(frames):
@@ -163,15 +167,14 @@ def draw_color_params(num_frames, rng, color_jitter_prob=0.8, grayscale_prob=0.2
 
     {"flip", "jitter", "gray"}: per-clip booleans; "order" [T, 4] int32, "factors" [T, 3] float32
     (brightness, contrast, saturation; the float32 values the host arithmetic uses) and "hue_shift" [T]
-    int32 (int(factor · 255), the 8-bit hue step) per frame. Applied by `apply_color_params` on the host
+    int32 (`hue_steps`) per frame. Applied by `apply_color_params` on the host
     or by `vifi_jax.augment` on the accelerator, with the same result."""
     params = identity_color_params(num_frames)
     params["flip"] = np.bool_(rng.random() < flip_prob)
     params["jitter"] = np.bool_(rng.random() < color_jitter_prob)
     if params["jitter"]:
         for t in range(num_frames):
-            params["order"][t], (b, c, s, h) = draw_jitter(rng)
-            params["factors"][t], params["hue_shift"][t] = (b, c, s), int(h * 255)
+            params["order"][t], params["factors"][t], params["hue_shift"][t] = draw_jitter(rng)
     params["gray"] = np.bool_(rng.random() < grayscale_prob)
     return params
 
@@ -180,7 +183,7 @@ COLOR_PARAMS = ("flip", "jitter", "gray", "order", "factors", "hue_shift")
 
 
 def identity_color_params(num_frames):
-    """Parameters that leave a clip as it is (also what a sample that could not be read carries)."""
+    """Parameters that leave a clip as it is (what a sample that could not be read carries)."""
     return {"flip": np.bool_(False), "jitter": np.bool_(False), "gray": np.bool_(False),
             "order": np.tile(np.arange(4, dtype=np.int32), (num_frames, 1)),
             "factors": np.ones((num_frames, 3), np.float32), "hue_shift": np.zeros(num_frames, np.int32)}

@@ -314,10 +314,9 @@ def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_ep
         if update and update % updates_per_epoch == 0:
             read += [next(data_iter) for _ in range(leftover)]
         micro = [next(data_iter) for _ in range(accumulation_steps)]
-        stacked = {k: np.stack([b[k] for b in micro]) for k in ("frames", "label", *transforms.COLOR_PARAMS)
-                   if k in micro[0]}
-        color = {k: stacked.pop(k) for k in transforms.COLOR_PARAMS if k in stacked} or None
-        placed = sharding.global_batch(mesh, dict(stacked, color=color), leading_axes=1)
+        stack = lambda keys: {k: np.stack([b[k] for b in micro]) for k in keys}
+        color = stack(transforms.COLOR_PARAMS) if "order" in micro[0] else None  # None: the loader applied them
+        placed = sharding.global_batch(mesh, dict(stack(("frames", "label")), color=color), leading_axes=1)
         reports = {k: np.concatenate([b[k] for b in read + micro]) for k in ("bad_index", "bad_reason")}
         yield placed, sharding.global_batch(mesh, reports)  # gathered from every process when metrics are
 
