@@ -139,7 +139,7 @@ class EpochOrder:
         self.size, self.epoch_length = dataset_size, epoch_length
         self.shuffled = grain.MapDataset.range(dataset_size).seed(seed).shuffle()  # index // size = epoch
 
-    def __call__(self, position, _):
+    def __call__(self, position):
         epoch, offset = divmod(int(position), self.epoch_length)
         return self.shuffled[epoch * self.size + offset % self.size]
 
@@ -164,7 +164,7 @@ class _Shuffled(grain.transforms.Map):
 
     def map(self, i):
         position = self.positions(i)
-        return position, self.order(position, None)
+        return position, self.order(position)
 
 
 class _Unshuffled(grain.transforms.Map):

@@ -60,7 +60,7 @@ def test_iterations_and_padding_match_the_official_distributed_loader(size):
     assert {len(loader) for loader in loaders} == {iterations}
     official = collections.Counter(int(i) for loader in loaders for batch in loader for i in batch)
     order = pipeline.EpochOrder(size, iterations * 32, seed=3)
-    ours = collections.Counter(order(position, None) for position in range(iterations * 32))
+    ours = collections.Counter(order(position) for position in range(iterations * 32))
     assert sorted(ours.values()) == sorted(official.values())
     if size == 348:  # SSv2 2-shot: 11 iterations where N // 32 gives 10
         assert iterations == 11 and size // 32 == 10
@@ -167,7 +167,7 @@ def test_epoch_order_is_grains_permutation_of_each_epoch():
     shuffled = grain.MapDataset.range(7).seed(3).shuffle()
     for position in [0, 5, 7, 8, 15, 3, 30, 16]:  # epochs visited out of order, and revisited
         epoch, offset = divmod(position, 8)
-        assert order(position, None) == shuffled[epoch * 7 + offset % 7]
+        assert order(position) == shuffled[epoch * 7 + offset % 7]
 
 
 def test_auto_workers_share_the_usable_cores_among_local_processes(monkeypatch, source):

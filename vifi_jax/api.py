@@ -63,6 +63,11 @@ class Model:
         (prompt). The default is prompt for a model with text prompts, template otherwise."""
         return vifi.class_texts(names, mode, self.text_prompts)
 
+    def free_texts(self, texts):
+        """Free text (a query, a caption) as the model scores it: through its learned prompts for a prompting
+        model, else as it is (no "a photo of a" template around a sentence)."""
+        return self.class_texts(texts) if self.text_prompts else list(texts)
+
     def encode_video(self, frames, normalize=True):
         """float32 frames [B, T, H, W, 3], normalised as `load_video` does -> video embeddings [B, D]."""
         return self._video(self.params, self._checked_frames(frames), "video_features" if normalize else "encode_video")
@@ -176,7 +181,7 @@ def from_config(model_config, dtype=jnp.float32, seed=0):
     if any(not clip.is_prompt(path) for path in missing):
         raise convert.ConversionError(f"{init_name} lacks parameters of the configured model: {missing[:5]}")
     key = jax.random.PRNGKey(seed)
-    fresh = {path: PROMPT_INIT_STD * jax.random.normal(jax.random.fold_in(key, i), expected[path])
+    fresh = {path: clip.PROMPT_INIT_STD * jax.random.normal(jax.random.fold_in(key, i), expected[path])
              for i, path in enumerate(missing)}
     merged = traverse_util.unflatten_dict({**fresh, **flat_loaded}, sep="/")
     if CTX_PATH not in flat_loaded:
@@ -185,7 +190,6 @@ def from_config(model_config, dtype=jnp.float32, seed=0):
 
 
 CTX_PATH = "prompt_learner/ctx"
-PROMPT_INIT_STD = 0.02  # the official init of every prompt (nn.init.normal_(std=0.02))
 
 
 def with_initial_text_context(params, config):

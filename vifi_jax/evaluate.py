@@ -50,10 +50,11 @@ def score_views(module, params, source, spec, text, batch_size, mesh, reduce, nu
         for batch in batches:
             bad.update(batch)
             placed = sharding.global_batch(mesh, {k: batch[k] for k in ("frames", "label", "index", "valid")})
-            scores.append(reduce(sharding.to_host(view_logits(module, normalize_kind, params, placed["frames"],
-                                                              text))))
+            host = sharding.to_host({"logits": view_logits(module, normalize_kind, params, placed["frames"], text),
+                                     **{key: placed[key] for key in ("label", "index", "valid")}})
+            scores.append(reduce(host["logits"]))
             for kept, key in ((labels, "label"), (indices, "index"), (valid, "valid")):
-                kept.append(sharding.to_host(placed[key]))
+                kept.append(host[key])
             bar.update(min(placed["frames"].shape[0], len(source) - bar.n))
     finally:
         pipeline.close(batches)

@@ -94,8 +94,8 @@ def run_retrieval(config, workdir):
             raise config_checks.ConfigError("retrieval needs --config.retrieval.captions (a CSV or JSON of captions)")
         captions_file = r.captions if os.path.isabs(r.captions) else os.path.join(config.data.splits_dir, r.captions)
         pairs, root = read_captions(captions_file), config.data.root
-    videos = list(dict.fromkeys(video for video, _ in pairs))
-    caption_video = [videos.index(video) for video, _ in pairs]
+    video_index = {video: i for i, video in enumerate(dict.fromkeys(video for video, _ in pairs))}
+    videos, caption_video = list(video_index), [video_index[video] for video, _ in pairs]
     paths = [video if root is None else os.path.join(root, video + r.video_suffix) for video in videos]
     model, note = api.from_config(config.model, jnp.dtype(config.model.dtype), seed=config.seed)
     if note:
@@ -103,7 +103,7 @@ def run_retrieval(config, workdir):
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     params = jax.device_put(model.params, sharding.tree_shardings(mesh, model.params))
     captions = [caption for _, caption in pairs]
-    texts = model.class_texts(captions) if model.text_prompts else captions  # sentences as they are
+    texts = model.free_texts(captions)
     ids = tokenizer.tokenize(texts, truncate=True)  # as CLIP4Clip: a caption longer than the context is cut
     text = evaluate.text_features(model.module, params, jnp.asarray(tokenizer.truncate(ids)))
     start = time.time()

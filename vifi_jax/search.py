@@ -68,8 +68,7 @@ def search(directory, top_k=5, query=None, video=None, model=None):
     if query is not None:
         if model is None:
             raise SearchError("a text query needs the model (--weights) to encode it")
-        texts = model.class_texts([query]) if model.text_prompts else [query]
-        vector = np.asarray(model.encode_text(texts))[0]
+        vector = np.asarray(model.encode_text(model.free_texts([query])))[0]
     elif video in paths:
         exclude = paths.index(video)
         vector = features[exclude]

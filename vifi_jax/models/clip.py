@@ -43,6 +43,7 @@ FIELD_BOUNDS = {
     "text_prompt_depth": (0, 256)}
 PROMPT_FIELDS = ("vision_prompts", "vision_prompt_depth", "text_prompts", "text_prompt_depth")
 SWITCHES = ("remat",)  # optional booleans: how the model runs, not what it computes
+PROMPT_INIT_STD = 0.02  # the official init of every prompt (nn.init.normal_(std=0.02))
 
 
 class ModelConfigError(ValueError):
@@ -175,7 +176,7 @@ class ResidualAttentionBlock(nn.Module):
     def __call__(self, x):
         width = x.shape[-1]
         if self.num_prompts:
-            prompts = self.param("VPT_shallow", nn.initializers.normal(0.02), (self.num_prompts, width))
+            prompts = self.param("VPT_shallow", nn.initializers.normal(PROMPT_INIT_STD), (self.num_prompts, width))
             x = replace_prompts(x, prompts, self.prompt_slot)
         h = layer_norm("ln_1")(x).astype(self.dtype)
         x = x + MultiheadAttention(self.num_heads, self.causal, self.dtype, name="attn")(h)
@@ -265,7 +266,7 @@ class VisionTransformer(nn.Module):
         cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.width))
         x = jnp.concatenate([cls, x], axis=1) + pos.astype(x.dtype)
         if self.prompt_depth > 0:
-            prompts = self.param("VPT", nn.initializers.normal(0.02), (self.num_prompts, self.width))
+            prompts = self.param("VPT", nn.initializers.normal(PROMPT_INIT_STD), (self.num_prompts, self.width))
             x = jnp.concatenate([x, jnp.broadcast_to(prompts.astype(x.dtype), (x.shape[0],) + prompts.shape)], 1)
         x = layer_norm("ln_pre")(x).astype(self.dtype)
         x = Transformer(self.layers, self.heads, False, self.num_prompts, self.prompt_depth,
@@ -282,7 +283,7 @@ class PromptLearner(nn.Module):
 
     @nn.compact
     def __call__(self, token_embeddings):
-        ctx = self.param("ctx", nn.initializers.normal(0.02), (self.num_prompts, self.width))
+        ctx = self.param("ctx", nn.initializers.normal(PROMPT_INIT_STD), (self.num_prompts, self.width))
         return replace_prompts(token_embeddings, ctx, "after_sot")
 
 
