@@ -99,35 +99,42 @@ def _layer_norm(x, scale, bias, epsilon):
     return _layer_norm_forward(x, scale, bias, epsilon)[0]
 
 
+def _normalise(x, epsilon):
+    """(x - mean) and 1/std over the last axis in float32, Flax's two-pass arithmetic in the same order."""
+    centred = x.astype(jnp.float32) - jnp.mean(x.astype(jnp.float32), -1, keepdims=True)
+    return centred, jax.lax.rsqrt(jnp.mean(centred * centred, -1, keepdims=True) + epsilon)
+
+
 def _layer_norm_forward(x, scale, bias, epsilon):
-    """Flax's two-pass LayerNorm arithmetic, in the same order (equal to nn.LayerNorm up to XLA's fusion)."""
-    centred = x - jnp.mean(x, -1, keepdims=True)
-    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, -1, keepdims=True) + epsilon)
-    return centred * (rstd * scale) + bias, (centred, rstd, scale)
+    """Forward in float32; keeps only the input (in its own dtype, bf16 under mixed precision) for the
+    backward pass, which recomputes the centring instead of storing a float32 copy of every activation."""
+    centred, rstd = _normalise(x, epsilon)
+    return centred * (rstd * scale) + bias, (x, scale)
 
 
 def _layer_norm_backward(epsilon, residuals, g):
-    centred, rstd, scale = residuals
+    x, scale = residuals
+    centred, rstd = _normalise(x, epsilon)
     xhat = centred * rstd
     batch_axes = tuple(range(g.ndim - 1))
     gx = g * scale
     dx = rstd * (gx - gx.mean(-1, keepdims=True) - xhat * (gx * xhat).mean(-1, keepdims=True))
-    return dx, jnp.sum(g * xhat, batch_axes), jnp.sum(g, batch_axes)
+    return dx.astype(x.dtype), jnp.sum(g * xhat, batch_axes), jnp.sum(g, batch_axes)
 
 
 _layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
 
 
 class LayerNorm(nn.Module):
-    """OpenAI's LayerNorm: eps 1e-5, two-pass variance, in fp32; params `scale`, `bias` as nn.LayerNorm.
+    """OpenAI's LayerNorm: eps 1e-5, two-pass variance, in fp32 whatever the input dtype; params `scale`,
+    `bias` as nn.LayerNorm; float32 output.
 
     The backward pass is the closed form dx = rstd·(g·γ − mean(g·γ) − x̂·mean(g·γ·x̂)), which XLA runs ~1.5×
-    faster on CPU than autodiff of the two-pass forward (same gradient)."""
+    faster on CPU than autodiff of the two-pass forward (same gradient), and it stores only the input."""
     epsilon: float = 1e-5
 
     @nn.compact
     def __call__(self, x):
-        x = x.astype(jnp.float32)
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
         bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
         return _layer_norm(x, scale, bias, self.epsilon)
@@ -141,12 +148,51 @@ def quick_gelu(x):
     return x * jax.nn.sigmoid(1.702 * x)
 
 
+ATTENTION = ("auto", "xla", "cudnn")
+
+
+def attention_implementation(choice, dtype):
+    """`jax.nn.dot_product_attention`'s implementation for a choice of `ATTENTION`: "auto" takes cuDNN's fused
+    (flash) attention on a CUDA backend in 16-bit compute (it never materialises the L x L scores), else XLA's.
+    XLA's is the only one for float32 and for CPUs and TPUs, where XLA fuses attention itself."""
+    if choice not in ATTENTION:
+        raise ValueError(f"attention must be one of {ATTENTION}, got {choice!r}")
+    if choice == "auto":
+        half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+        return "cudnn" if half and jax.default_backend() == "gpu" else "xla"
+    return choice
+
+
+def dot_product_attention(q, k, v, causal, implementation, fall_back=False):
+    """softmax(q·kᵀ/√d)·v over [B, L, heads, d] by `jax.nn.dot_product_attention`. cuDNN's fused kernel trains
+    only on even lengths (ViT-B/16 has 197 tokens): an odd sequence is padded by one token that a key-length
+    mask hides, and the padded row is dropped, so the result is attention over the true sequence. With
+    `fall_back`, a shape cuDNN refuses (it says so while tracing) runs XLA's implementation instead."""
+    if implementation != "cudnn":
+        return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=implementation)
+    length = q.shape[1]
+    try:
+        if length % 2 == 0:
+            return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="cudnn")
+        pad = ((0, 0), (0, 1), (0, 0), (0, 0))
+        lengths = jnp.full((q.shape[0],), length, jnp.int32)
+        out = jax.nn.dot_product_attention(*(jnp.pad(t, pad) for t in (q, k, v)), is_causal=causal,
+                                           query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+                                           implementation="cudnn")
+        return out[:, :length]
+    except (NotImplementedError, RuntimeError):
+        if not fall_back:
+            raise
+        return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="xla")
+
+
 class MultiheadAttention(nn.Module):
     """torch.nn.MultiheadAttention with packed q/k/v projection (`in_proj`). When the "intermediates"
     collection is mutable it also sows its attention weights, averaged over heads (for explanations)."""
     num_heads: int
     causal: bool = False
     dtype: Dtype = jnp.float32
+    attention: str = "auto"  # see ATTENTION
 
     @nn.compact
     def __call__(self, x):
@@ -160,7 +206,8 @@ class MultiheadAttention(nn.Module):
             if self.causal:
                 scores = jnp.where(jnp.tril(jnp.ones((length, length), bool)), scores, -jnp.inf)
             self.sow("intermediates", "attention", jax.nn.softmax(scores, axis=-1).mean(axis=1))
-        out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
+        out = dot_product_attention(q, k, v, self.causal, attention_implementation(self.attention, self.dtype),
+                                    fall_back=self.attention == "auto")
         return nn.Dense(width, dtype=self.dtype, name="out_proj")(out.reshape(batch, length, width))
 
 
@@ -171,6 +218,7 @@ class ResidualAttentionBlock(nn.Module):
     num_prompts: int = 0
     prompt_slot: str = "end"  # "end" (vision) or "after_sot" (text)
     dtype: Dtype = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x):
@@ -179,7 +227,7 @@ class ResidualAttentionBlock(nn.Module):
             prompts = self.param("VPT_shallow", nn.initializers.normal(PROMPT_INIT_STD), (self.num_prompts, width))
             x = replace_prompts(x, prompts, self.prompt_slot)
         h = layer_norm("ln_1")(x).astype(self.dtype)
-        x = x + MultiheadAttention(self.num_heads, self.causal, self.dtype, name="attn")(h)
+        x = x + MultiheadAttention(self.num_heads, self.causal, self.dtype, self.attention, name="attn")(h)
         h = layer_norm("ln_2")(x).astype(self.dtype)
         return x + MLP(self.dtype, name="mlp")(h)
 
@@ -215,13 +263,14 @@ class Transformer(nn.Module):
     prompt_slot: str = "end"
     dtype: Dtype = jnp.float32
     remat: bool = False
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x):
         block = nn.remat(ResidualAttentionBlock) if self.remat else ResidualAttentionBlock
         for i in range(self.layers):
             prompts_here = self.num_prompts if 1 <= i < self.prompt_depth else 0
-            x = block(self.heads, self.causal, prompts_here, self.prompt_slot, self.dtype,
+            x = block(self.heads, self.causal, prompts_here, self.prompt_slot, self.dtype, self.attention,
                       name=f"resblocks_{i}")(x)
         return x
 
@@ -255,6 +304,7 @@ class VisionTransformer(nn.Module):
     prompt_depth: int = 0
     dtype: Dtype = jnp.float32
     remat: bool = False
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, images):
@@ -270,7 +320,7 @@ class VisionTransformer(nn.Module):
             x = jnp.concatenate([x, jnp.broadcast_to(prompts.astype(x.dtype), (x.shape[0],) + prompts.shape)], 1)
         x = layer_norm("ln_pre")(x).astype(self.dtype)
         x = Transformer(self.layers, self.heads, False, self.num_prompts, self.prompt_depth,
-                        "end", self.dtype, self.remat, name="transformer")(x)
+                        "end", self.dtype, self.remat, self.attention, name="transformer")(x)
         x = layer_norm("ln_post")(x[:, 0])
         proj = self.param("proj", nn.initializers.normal(scale), (self.width, self.output_dim))
         return x.astype(self.dtype) @ proj.astype(self.dtype)
@@ -305,19 +355,20 @@ class CLIP(nn.Module):
     text_prompt_depth: int = 0    # PROMPT_DEPTH_TEXT (0 = no text prompts)
     dtype: Dtype = jnp.float32   # compute dtype; parameters stay fp32
     remat: bool = False          # rematerialise each residual block
+    attention: str = "auto"      # dot-product attention implementation (ATTENTION): how it runs, not what
 
     def setup(self):
         self.visual = VisionTransformer(
             self.image_resolution, self.vision_patch_size, self.vision_width, self.vision_layers,
             self.vision_width // 64, self.embed_dim, self.vision_prompts, self.vision_prompt_depth,
-            self.dtype, self.remat)
+            self.dtype, self.remat, self.attention)
         width = self.transformer_width
         self.token_embedding = nn.Embed(self.vocab_size, width, embedding_init=nn.initializers.normal(0.02))
         self.positional_embedding = self.param(
             "positional_embedding", nn.initializers.normal(0.01), (self.context_length, width))
         self.transformer = Transformer(
             self.transformer_layers, self.transformer_heads, True, self.text_prompts,
-            self.text_prompt_depth, "after_sot", self.dtype, self.remat)
+            self.text_prompt_depth, "after_sot", self.dtype, self.remat, self.attention)
         if self.text_prompt_depth > 0:
             self.prompt_learner = PromptLearner(self.text_prompts, width)
         self.ln_final = layer_norm()

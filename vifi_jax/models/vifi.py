@@ -1,11 +1,9 @@
 """ViFi-CLIP: CLIP on every frame, mean over time, cosine logits against class texts.
 
 Parameters are exactly CLIP's (`clip.CLIP`), so any CLIP or ViFi-CLIP checkpoint
-loads into it. Frames go through the image tower with a lifted `vmap` over T,
-which keeps the batch axis leading for sharding and equals folding T into it.
+loads into it. The B·T frames of a batch go through the image tower as one batch.
 Also here: the class texts (and their token ids) the official code builds for each text mode.
 """
-import flax.linen as nn
 import jax.numpy as jnp
 
 from vifi_jax import tokenizer
@@ -60,12 +58,14 @@ class ViFiCLIP(clip.CLIP):
     """CLIP with video methods; frames are [B, T, H, W, 3], already normalised."""
 
     def encode_frames(self, frames):
-        """Frames [B, T, H, W, 3] -> projected embeddings of every frame [B, T, D] fp32 (not normalised)."""
-        per_frame = nn.vmap(
-            lambda model, x: model.encode_image(x),
-            variable_axes={"params": None}, split_rngs={"params": False},
-            in_axes=1, out_axes=1)(self, frames)
-        return per_frame.astype(jnp.float32)
+        """Frames [B, T, H, W, 3] -> projected embeddings of every frame [B, T, D] fp32 (not normalised).
+
+        The B·T frames go through the image tower as one batch (B leading, so a batch split over devices
+        stays split): one [B·T, L, ...] array per layer gives the matmuls and the fused attention a single
+        batch axis."""
+        batch, length = frames.shape[:2]
+        per_frame = self.encode_image(frames.reshape(batch * length, *frames.shape[2:]))
+        return per_frame.reshape(batch, length, -1).astype(jnp.float32)
 
     def encode_video(self, frames):
         """Frames [B, T, H, W, 3] -> mean over T of projected frame embeddings [B, D] (not normalised)."""
