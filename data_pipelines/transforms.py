@@ -21,8 +21,9 @@ CLIP_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
 
 MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
-# ITU-R 601-2 luma, as PIL's convert("L") computes it.
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+# ITU-R 601-2 luma (0.299, 0.587, 0.114) in the 16-bit fixed point of PIL's convert("L"), which the official
+# ColorJitter (saturation, contrast) and Grayscale use: integers, so every implementation gets the same values.
+LUMA_WEIGHTS = (19595, 38470, 7471)
 
 
 def short_side_size(height, width, short_side):
@@ -83,8 +84,17 @@ def _to_uint8(x):
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def _gray(frame):
-    return frame.astype(np.float32) @ LUMA
+def luma(frames):
+    """8-bit luma of uint8 RGB as PIL's convert("L"): (19595 r + 38470 g + 7471 b + 2^15) >> 16, int32."""
+    x = frames.astype(np.int32)
+    return (x[..., 0] * LUMA_WEIGHTS[0] + x[..., 1] * LUMA_WEIGHTS[1] + x[..., 2] * LUMA_WEIGHTS[2] + 32768) >> 16
+
+
+def rounded_mean(values):
+    """int(mean + 0.5) of non-negative integers (PIL's ImageStat mean as ImageEnhance.Contrast rounds it),
+    in integer arithmetic: (2·sum + n) // (2·n)."""
+    n = values.size
+    return (2 * int(values.sum(dtype=np.int64)) + n) // (2 * n)
 
 
 _VALUES = np.arange(256, dtype=np.float32)
@@ -96,19 +106,20 @@ def _apply_table(frame, table):
 
 
 def adjust_brightness(frame, factor):
-    """uint8(clip(x · factor)), through a table of its 256 values."""
-    return _apply_table(frame, _to_uint8(_VALUES * factor))
+    """PIL's ImageEnhance.Brightness: uint8(clip(x · factor)) in float32, through a table of its 256 values."""
+    return _apply_table(frame, _to_uint8(_VALUES * np.float32(factor)))
 
 
 def adjust_contrast(frame, factor):
-    """uint8(clip(m + factor · (x − m))), m the frame's rounded mean luma, through a table."""
-    mean = int(_gray(frame).mean() + 0.5)
-    return _apply_table(frame, _to_uint8(mean + factor * (_VALUES - mean)))
+    """PIL's ImageEnhance.Contrast: uint8(clip(m + factor · (x − m))), m the frame's rounded mean luma."""
+    mean = np.float32(rounded_mean(luma(frame)))
+    return _apply_table(frame, _to_uint8(mean + np.float32(factor) * (_VALUES - mean)))
 
 
 def adjust_saturation(frame, factor):
-    gray = np.round(_gray(frame))[..., None]
-    return _to_uint8(gray + factor * (frame.astype(np.float32) - gray))
+    """PIL's ImageEnhance.Color: uint8(clip(l + factor · (x − l))), l each pixel's luma."""
+    gray = luma(frame)[..., None].astype(np.float32)
+    return _to_uint8(gray + np.float32(factor) * (frame.astype(np.float32) - gray))
 
 
 def shift_hue(frame, steps):
@@ -151,8 +162,8 @@ def color_jitter_frame(frame, rng, brightness=0.4, contrast=0.4, saturation=0.2,
 
 
 def grayscale(frames):
-    gray = _to_uint8(np.round(frames.astype(np.float32) @ LUMA))
-    return np.repeat(gray[..., None], 3, axis=-1)
+    """torchvision's Grayscale(3) on PIL images: convert("L"), the luma in all three channels."""
+    return np.repeat(luma(frames).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def train_crop(frames, rng, size=224):

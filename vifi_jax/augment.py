@@ -3,25 +3,23 @@
 The loader still draws every random choice with the sample's own generator (`transforms.draw_color_params`,
 the same draws in the same order as the host path), so runs reproduce and resume exactly as before; only
 the arithmetic moves to the accelerator, on the uint8 crops the host already ships. Each op mirrors
-`data_pipelines.transforms` (the reference) step by step in float32 and truncates to uint8 where it does:
-- flip, brightness: the same pixels;
-- contrast, saturation, grayscale: the same pixels unless a float32 sum lands on the other side of a
-  rounding edge (the mean luma is summed in another order here), then 1 LSB;
+`data_pipelines.transforms` (the reference) step by step and truncates to uint8 where it does:
+- flip, grayscale: the same pixels (luma is PIL's integer fixed point, exact everywhere);
+- brightness, contrast, saturation: PIL's blend m + f·(x − m) in float32 with integer m (0, the rounded mean
+  luma, each pixel's luma): the same pixels unless a compiler contracts the multiply-add into one FMA,
+  which can move a value lying on a rounding edge by 1 LSB;
 - hue: RGB -> 8-bit HSV is OpenCV's integer arithmetic (the same on all 2^24 colours); HSV -> RGB follows
   OpenCV's float formula (hue step 6/255 a sector, as OpenCV's HSV_FULL uses), 1 LSB off OpenCV on 88 of the
   2^24 HSV triples.
-tests/test_augment.py measures each op against the reference.
+Only elementwise arithmetic, selects, one reverse and per-frame sums: no table lookups or other gathers,
+which TPUs run per element at a fraction of their vector rate. tests/test_augment.py measures each op.
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from data_pipelines import transforms
 
 _HSV_SHIFT = 12
-# value x weight for every uint8 value and channel, as numpy rounds each product: summing looked-up products
-# keeps XLA from fusing multiply and add into one FMA (a different rounding), so luma matches the host's.
-_LUMA_PRODUCTS = np.arange(256, dtype=np.float32)[:, None] * transforms.LUMA
 
 
 def _to_uint8_values(x):
@@ -29,17 +27,20 @@ def _to_uint8_values(x):
     return jnp.floor(jnp.clip(x, 0.0, 255.0))
 
 
-def _gray(frame):
-    """0.299 r + 0.587 g + 0.114 b of uint8 values, summed left to right as numpy's `frame @ transforms.LUMA`."""
-    products = jnp.asarray(_LUMA_PRODUCTS)[frame.astype(jnp.int32), jnp.arange(3)]
-    return (products[..., 0] + products[..., 1]) + products[..., 2]
+def luma(frames):
+    """PIL's 8-bit luma (`transforms.luma`) of uint8-valued RGB (any real or integer dtype) as int32."""
+    x = frames.astype(jnp.int32)
+    w = transforms.LUMA_WEIGHTS
+    return (x[..., 0] * w[0] + x[..., 1] * w[1] + x[..., 2] * w[2] + 32768) >> 16
 
 
 def _linear(frame, op, factor):
     """Brightness (op 0), contrast (1) or saturation (2) as the one form they share on the host:
-    uint8(clip(m + factor · (x − m))) with m = 0, the rounded mean luma, or each pixel's rounded luma."""
-    gray = _gray(frame)
-    centre = jnp.select([op == 1, op == 2], [jnp.floor(jnp.mean(gray) + 0.5), jnp.round(gray)], 0.0)[..., None]
+    uint8(clip(m + factor · (x − m))) with m = 0, the frame's rounded mean luma, or each pixel's luma."""
+    gray = luma(frame)
+    n = gray.size
+    mean = (2 * jnp.sum(gray) + n) // (2 * n)  # transforms.rounded_mean, exact in int32 up to 4M pixels
+    centre = jnp.select([op == 1, op == 2], [mean.astype(jnp.float32), gray.astype(jnp.float32)], 0.0)[..., None]
     return _to_uint8_values(centre + factor * (frame - centre))
 
 
@@ -55,16 +56,13 @@ def saturation(frame, factor):
     return _linear(frame, 2, factor)
 
 
-def _division_tables():
-    """OpenCV's RGB -> HSV fixed-point reciprocals: round(255·2^12 / i) and round(256·2^12 / (6i))."""
-    i = np.maximum(np.arange(256, dtype=np.float64), 1)
-    saturation_table = np.rint((255 << _HSV_SHIFT) / i).astype(np.int32)
-    hue_table = np.rint((256 << _HSV_SHIFT) / (6 * i)).astype(np.int32)
-    saturation_table[0] = hue_table[0] = 0
-    return saturation_table, hue_table
-
-
-_SATURATION_TABLE, _HUE_TABLE = _division_tables()
+def _rounded_quotient(numerator, divisor):
+    """round(numerator / divisor) with ties to even (OpenCV's cvRound of its table entries) for int32
+    divisors >= 0, 0 where the divisor is 0; integer arithmetic in place of OpenCV's 256-entry tables."""
+    safe = jnp.maximum(divisor, 1)
+    quotient, remainder = numerator // safe, numerator % safe
+    up = (2 * remainder > safe) | ((2 * remainder == safe) & (quotient % 2 == 1))
+    return jnp.where(divisor > 0, quotient + up.astype(jnp.int32), 0)
 
 
 def rgb_to_hsv(frame):
@@ -73,9 +71,9 @@ def rgb_to_hsv(frame):
     v = jnp.maximum(jnp.maximum(r, g), b)
     diff = v - jnp.minimum(jnp.minimum(r, g), b)
     half = 1 << (_HSV_SHIFT - 1)
-    s = (diff * jnp.asarray(_SATURATION_TABLE)[v] + half) >> _HSV_SHIFT
+    s = (diff * _rounded_quotient(255 << _HSV_SHIFT, v) + half) >> _HSV_SHIFT
     h = jnp.where(v == r, g - b, jnp.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
-    h = (h * jnp.asarray(_HUE_TABLE)[diff] + half) >> _HSV_SHIFT
+    h = (h * _rounded_quotient(256 << _HSV_SHIFT, 6 * diff) + half) >> _HSV_SHIFT
     h = jnp.clip(jnp.where(h < 0, h + 256, h), 0, 255)
     return h, s, v
 
@@ -103,8 +101,7 @@ def hue(frame, steps):
 
 
 def grayscale(frames):
-    gray = jnp.clip(jnp.round(_gray(frames)), 0.0, 255.0)
-    return jnp.broadcast_to(gray[..., None], frames.shape)
+    return jnp.broadcast_to(luma(frames).astype(jnp.float32)[..., None], frames.shape)
 
 
 def jitter_frame(frame, order, factors, hue_steps):
@@ -113,13 +110,17 @@ def jitter_frame(frame, order, factors, hue_steps):
     linear ops drawn after it (positions 1-3): six linear ops and one hue instead of sixteen ops."""
     hue_position = jnp.argmax(order == 3)
     factors = jnp.concatenate([factors, jnp.ones(1, factors.dtype)])
+
+    def factor_of(op):  # factors[op] as a select: no gather, even under vmap
+        return jnp.sum(jnp.where(jnp.arange(4) == op, factors, 0.0))
+
     for position in range(3):
         op = order[position]
-        frame = jnp.where(position < hue_position, _linear(frame, op, factors[op]), frame)
+        frame = jnp.where(position < hue_position, _linear(frame, op, factor_of(op)), frame)
     frame = hue(frame, hue_steps)
     for position in range(1, 4):
         op = order[position]
-        frame = jnp.where(position > hue_position, _linear(frame, op, factors[op]), frame)
+        frame = jnp.where(position > hue_position, _linear(frame, op, factor_of(op)), frame)
     return frame
 
 
