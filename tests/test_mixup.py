@@ -41,3 +41,27 @@ def test_soft_target_cross_entropy():
     targets = jnp.array([[1.0, 0.0], [0.5, 0.5]])
     want = np.mean([-np.log(np.exp(2) / (np.exp(2) + 1)), np.log(2)])
     np.testing.assert_allclose(float(mixup.soft_target_cross_entropy(logits, targets)), want, rtol=1e-6)
+
+
+def test_groups_blend_only_within_themselves_with_their_own_draws():
+    """Like each official GPU blending its own clips: partners come from the same group of 3, and the
+    groups' λ differ; group i draws with fold_in(key, first_group + i), so a device holding groups 2-3
+    gets what the whole batch gives them."""
+    frames = jnp.eye(12, dtype=jnp.float32)[:, None, None, None, :]  # sample i is the one-hot e_i: [12, 1, 1, 1, 12]
+    labels = jnp.arange(12) % 4
+    rng = jax.random.PRNGKey(7)
+    mixed, targets = mixup.blend_groups(rng, frames, labels, 4, group_size=3, switch_prob=0.0)  # Mixup only
+    mixed = np.asarray(mixed).reshape(12, 12)
+    lams = {}
+    for i in range(12):
+        partners = [j for j in np.flatnonzero(mixed[i] > 1e-6) if j != i]
+        assert set(partners) <= set(range(3 * (i // 3), 3 * (i // 3) + 3)), (i, partners)
+        lam = mixed[i, i] if partners else None
+        if lam is not None:
+            lams.setdefault(i // 3, set()).add(round(float(lam), 5))
+    assert all(len(v) == 1 for v in lams.values()) and len({v.pop() for v in lams.values()}) > 1
+    np.testing.assert_allclose(np.asarray(targets).sum(-1), 1.0, rtol=1e-6)
+    half, half_targets = mixup.blend_groups(rng, frames[6:], labels[6:], 4, group_size=3, first_group=2,
+                                            switch_prob=0.0)
+    np.testing.assert_array_equal(np.asarray(half).reshape(6, 12), mixed[6:])
+    np.testing.assert_array_equal(np.asarray(half_targets), np.asarray(targets)[6:])

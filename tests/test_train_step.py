@@ -1,5 +1,9 @@
 """What trains in each mode (counts from the official model), the frozen-text shortcut, augmentation in the step."""
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -98,3 +102,52 @@ def test_augmenting_in_the_step_trains_as_host_augmentation(tmp_path):
     assert not np.array_equal(np.stack([e["frames"] for e in host]), np.stack([e["frames"] for e in device]))
     np.testing.assert_allclose(float(moved[1]["loss"]), float(reference[1]["loss"]), rtol=1e-4)
     np.testing.assert_allclose(float(moved[1]["update_norm"]), float(reference[1]["update_norm"]), rtol=1e-3)
+
+
+SHARDED_STEP = """
+import json, re
+import jax, jax.numpy as jnp, numpy as np, optax
+from configs import zeroshot
+from data_pipelines import transforms
+from vifi_jax import api, sharding, train
+from vifi_jax.models import vifi
+
+config = zeroshot.get_config("train,smoke")
+config.train.batch_size, config.train.reference_world_size = 8, 4  # mixing groups of 2: two per device
+mesh = sharding.make_mesh()
+model = api.from_config(config.model, seed=0)[0]
+rng = np.random.default_rng(0)
+frames = rng.integers(0, 256, (1, 8, 1, 4, 32, 32, 3), dtype=np.uint8)
+labels = rng.integers(0, 3, (1, 8)).astype(np.int32)
+drawn = [transforms.draw_color_params(4, rng, 1.0, 0.5, 0.5) for _ in range(8)]
+color = {k: np.stack([d[k] for d in drawn])[None] for k in transforms.COLOR_PARAMS}
+key = jax.random.PRNGKey(3)
+placed = sharding.global_batch(mesh, {"frames": frames, "label": labels, "color": color}, leading_axes=1)
+first = lambda tree: jax.tree.map(lambda x: x[0], tree)
+on_devices = jax.jit(train.make_input_fn(config, 3, mesh))(*first((placed["frames"], placed["label"], placed["color"])),
+                                                          key)
+whole = train.make_input_fn(config, 3)(frames[0], labels[0], first(color), key)
+optimizer = optax.sgd(0.1)
+state = train.init_state(model.params, "both", optimizer, 0, mesh)
+ids = jnp.asarray(vifi.class_token_ids(["a", "b", "c"], "template"))
+step = jax.jit(train.make_train_step(model.module, optimizer, config, 3, mesh))
+hlo = step.lower(state, placed["frames"], placed["label"], ids, placed["color"]).compile().as_text()
+kinds = re.findall(r"\\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)(?:-start)?\\(", hlo)
+print(json.dumps({"devices": jax.device_count(), "collectives": sorted(set(kinds)),
+                  "difference": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                                    for a, b in zip(on_devices, whole))}))
+"""
+
+
+def test_augmentation_and_blending_stay_on_each_device():
+    """Four devices, two mixing groups each: the compiled step's only collective is the gradient's
+    all-reduce (a global permutation all-gathered the batch), and the per-device inputs equal the whole
+    batch's, so results do not depend on the device count."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", SHARDED_STEP], cwd=root, env=dict(env, PYTHONPATH=root),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["devices"] == 4 and found["collectives"] == ["all-reduce"], found
+    assert found["difference"] <= 1e-5, found

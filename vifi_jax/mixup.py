@@ -3,6 +3,11 @@
 With probability `switch_prob` CutMix (λ ~ Beta(cutmix_alpha), one box for all frames and samples,
 pixels from a random permutation of the batch, λ recomputed from the clipped box area), otherwise
 Mixup (λ ~ Beta(mixup_alpha)). Targets are mixed with the same λ and permutation, so they sum to one.
+
+The official run blends on each of its GPUs, within that GPU's batch, with that GPU's own draws:
+`blend_groups` does the same over groups of consecutive samples, each group with its own key, so the
+result does not depend on how many devices share the batch, and a device holding whole groups blends
+without touching any other device's frames.
 """
 import jax
 import jax.numpy as jnp
@@ -48,6 +53,21 @@ def blend(rng, frames, labels, num_classes, smoothing=0.1, mixup_alpha=0.8, cutm
     mixed = (lam * frames.astype(jnp.float32) + (1 - lam) * shuffled.astype(jnp.float32)).astype(frames.dtype)
     frames = jnp.where(use_cutmix, cut, mixed)
     return frames, lam * targets + (1 - lam) * targets[perm], lam
+
+
+def blend_groups(rng, frames, labels, num_classes, group_size, first_group=0, smoothing=0.1, mixup_alpha=0.8,
+                 cutmix_alpha=1.0, switch_prob=0.5):
+    """`blend` within each group of `group_size` consecutive samples of frames [B, ...] and labels [B];
+    group i (counted from `first_group`) draws with `fold_in(rng, i)` -> (frames, soft targets [B, C])."""
+    batch = frames.shape[0]
+    if batch % group_size:
+        raise ValueError(f"a batch of {batch} does not split into mixing groups of {group_size}")
+    groups = batch // group_size
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(first_group + jnp.arange(groups))
+    mixed, targets, _ = jax.vmap(
+        lambda key, x, y: blend(key, x, y, num_classes, smoothing, mixup_alpha, cutmix_alpha, switch_prob))(
+        keys, frames.reshape(groups, group_size, *frames.shape[1:]), labels.reshape(groups, group_size))
+    return mixed.reshape(frames.shape), targets.reshape(batch, num_classes)
 
 
 def soft_target_cross_entropy(logits, targets):

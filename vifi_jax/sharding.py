@@ -63,6 +63,14 @@ def make_mesh(data=-1, fsdp=1, devices=None):
     return jax.make_mesh((data, fsdp), BATCH_AXES, devices=devices, **options)
 
 
+def shard_map(f, mesh, in_specs, out_specs):
+    """`f` on each device's shard of its arguments (jax.shard_map; jax.experimental's before jax 0.7)."""
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    from jax.experimental.shard_map import shard_map as experimental_shard_map
+    return experimental_shard_map(f, mesh, in_specs, out_specs, check_rep=False)
+
+
 def param_spec(shape, fsdp_size, min_size=2 ** 14):
     if fsdp_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
         return P()

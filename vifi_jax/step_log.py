@@ -1,6 +1,6 @@
 """What each training update reports: loss, gradient/parameter/update norms and LR per update; clips/s,
-TFLOP/s and MFU per device and the fraction of time spent waiting for data per log window; the compiled
-step's FLOPs and memory once. Metrics stay on the device until fetched (every `log_every` updates and
+TFLOP/s and MFU per device (model FLOPs from `vifi_jax.flops`) and the fraction of time spent waiting for data
+per log window; the step's FLOPs and the compiled step's memory once. Metrics stay on the device until fetched (every `log_every` updates and
 before a save), so the loop never waits on the host for them.
 """
 import logging
@@ -14,16 +14,18 @@ from vifi_jax import hardware
 log = logging.getLogger("vifi_jax.train")
 
 
-def report_step_cost(compiled, config, results):
-    """Log (and record) the compiled step's FLOPs and memory; refuse a step that cannot fit the device.
-    Returns the FLOPs per device (None if XLA does not say)."""
-    flops, memory = hardware.step_cost(compiled)
+def report_step_cost(compiled, config, results, model_flops, work):
+    """Log (and record) the step's model FLOPs per device (`flops.per_update`: what MFU counts) and the
+    compiled step's memory; refuse a step that cannot fit the device. XLA's own FLOP count is recorded beside
+    them, labelled, as a cross-check only (it counts a loop body once, and on GPU it missed most matmuls).
+    `work` says what the count covers (texts, text length, devices), recorded with it."""
+    xla_flops, memory = hardware.step_cost(compiled)
     limit, kind = hardware.memory_limit(), jax.devices()[0].device_kind
-    results["step_cost"] = {"flops_per_device": flops, "memory_bytes": memory, "memory_limit_bytes": limit,
-                            "device_kind": kind, "peak_tflops": hardware.peak_tflops(kind)}
-    log.info("compiled train step: %s per device, %s of device memory%s",
-             f"{flops / 1e12:.3f} TFLOP" if flops else "unknown FLOPs",
-             f"{memory / 2 ** 30:.2f} GiB" if memory is not None else "unknown bytes",
+    results["step_cost"] = {"model_flops_per_update_per_device": model_flops, **work, "xla_flops_per_device": xla_flops,
+                            "memory_bytes": memory, "memory_limit_bytes": limit, "device_kind": kind,
+                            "peak_tflops": hardware.peak_tflops(kind)}
+    log.info("train step: %.3f TFLOP of model work per update per device; compiled: %s of device memory%s",
+             model_flops / 1e12, f"{memory / 2 ** 30:.2f} GiB" if memory is not None else "unknown bytes",
              f" (limit {limit / 2 ** 30:.2f} GiB)" if limit else "")
     if memory is not None and limit and memory > limit:
         t = config.train
@@ -32,17 +34,17 @@ def report_step_cost(compiled, config, results):
             f"there are. Lower train.batch_size (now {t.batch_size}) and raise train.accumulation_steps (now "
             f"{t.accumulation_steps}) by the same factor (the same effective batch and schedule), set "
             "model.remat=True, or model.dtype=bfloat16")
-    return flops
 
 
 class StepLog:
     """Step metrics stay on the device until `fetch`: then they are checked, recorded (results, TensorBoard)
     and logged with clips/s, TFLOP/s and MFU per device, and the fraction of time spent waiting for data."""
 
-    def __init__(self, config, lr_fn, total_updates, updates_per_epoch, results, writer):
+    def __init__(self, config, lr_fn, total_updates, updates_per_epoch, results, writer, flops_per_update):
+        """flops_per_update: model FLOPs per device of one update (`flops.per_update`)."""
         self.config, self.lr_fn, self.total, self.per_epoch = config, lr_fn, total_updates, updates_per_epoch
-        self.results, self.writer = results, writer
-        self.pending, self.window, self.flops = [], [], None
+        self.results, self.writer, self.flops = results, writer, flops_per_update
+        self.pending, self.window = [], []
         self.restart()
         self.peak = hardware.peak_tflops(jax.devices()[0].device_kind)
 
@@ -81,7 +83,8 @@ class StepLog:
 
     def _log_speed(self, done, lr):
         t, elapsed = self.config.train, max(time.time() - self.start - self.excluded, 1e-9)
-        speed = {"clips_per_second": len(self.window) * t.accumulation_steps * t.batch_size / elapsed,
+        speed = {"updates": len(self.window), "seconds": elapsed,
+                 "clips_per_second": len(self.window) * t.accumulation_steps * t.batch_size / elapsed,
                  "data_wait_fraction": min(self.waited / elapsed, 1.0)}
         if self.flops:
             speed["tflops_per_device"] = len(self.window) * self.flops / elapsed / 1e12

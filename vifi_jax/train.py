@@ -20,10 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import traverse_util
+from jax.sharding import PartitionSpec as P
 
 from data_pipelines import cli, pipeline, transforms
-from vifi_jax import api, augment, checkpoint, config_checks, data, evaluate, metrics, mixup, model_dir, prefetch, \
-    schedule, sharding, step_log, workdirs
+from vifi_jax import api, augment, checkpoint, config_checks, data, evaluate, flops, metrics, mixup, model_dir, \
+    prefetch, schedule, sharding, step_log, workdirs
 from vifi_jax.models import clip, vifi
 
 log = logging.getLogger(__name__)
@@ -87,21 +88,58 @@ def global_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
-def make_train_step(module, optimizer, config, num_classes):
-    """The step; its `text` is class token ids [C, L] (the text tower runs and trains) or fixed text features
-    [C, D] (`ViFiCLIP.text_features`: image-only training computes them once)."""
-    t = config.train
+def mixing_group_size(config):
+    """Clips blended together by Mixup/CutMix: the official per-GPU batch, train.batch_size over
+    train.reference_world_size (each official GPU blends its own clips)."""
+    return config.train.batch_size // config.train.reference_world_size
 
-    def loss_fn(trainable, frozen, frames, labels, color, text, rng):
+
+def make_input_fn(config, num_classes, mesh=None):
+    """(frames [B, 1, T, H, W, 3] uint8, labels [B], colour parameters or None, key) -> (normalised, blended
+    frames [B, T, H, W, 3] float32, soft targets [B, C]): flip/jitter/grayscale when the loader left them to
+    the step, normalisation, Mixup/CutMix within mixing groups (`mixing_group_size`).
+
+    Every op is per clip or per group, so with a `mesh` whose devices each hold whole groups it runs under
+    shard_map on each device's own shard: no device sees another's frames (a global permutation would move
+    the whole batch between devices). Groups draw from fold_in(key, group index) either way, so the result
+    is the same on any number of devices."""
+    t = config.train
+    group = mixing_group_size(config)
+    shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+
+    def local(frames, labels, color, rng, first_group):
         x = frames[:, 0]  # views axis is 1 in training
-        if color is not None:  # flip, jitter and grayscale drawn by the loader, applied here
+        if color is not None:
             x = augment.augment(x, color)
         x = transforms.normalize(x, config.data.normalize)
-        if t.mixup:
-            x, targets, _ = mixup.blend(rng, x, labels, num_classes, t.label_smoothing, t.mixup_alpha,
-                                        t.cutmix_alpha, t.mixup_switch_prob)
-        else:
-            targets = mixup.smooth_one_hot(labels, num_classes, t.label_smoothing)
+        if not t.mixup:
+            return x, mixup.smooth_one_hot(labels, num_classes, t.label_smoothing)
+        return mixup.blend_groups(rng, x, labels, num_classes, group, first_group, t.label_smoothing,
+                                  t.mixup_alpha, t.cutmix_alpha, t.mixup_switch_prob)
+
+    def inputs(frames, labels, color, rng):
+        if shards == 1 or (frames.shape[0] // shards) % group:
+            return local(frames, labels, color, rng, 0)
+        batch = P(sharding.BATCH_AXES)
+
+        def per_shard(rng, frames, labels, color=None):
+            first = jax.lax.axis_index(sharding.BATCH_AXES) * (frames.shape[0] // group)
+            return local(frames, labels, color, rng, first)
+
+        args = (rng, frames, labels) + (() if color is None else (color,))
+        specs = (P(), batch, batch) + (() if color is None else (jax.tree.map(lambda _: batch, color),))
+        return sharding.shard_map(per_shard, mesh, specs, (batch, batch))(*args)
+
+    return inputs
+
+
+def make_train_step(module, optimizer, config, num_classes, mesh=None):
+    """The step; its `text` is class token ids [C, L] (the text tower runs and trains) or fixed text features
+    [C, D] (`ViFiCLIP.text_features`: image-only training computes them once). With the `mesh` the batch is
+    split over, augmentation and blending stay on each device (`make_input_fn`)."""
+    inputs = make_input_fn(config, num_classes, mesh)
+
+    def loss_fn(trainable, frozen, x, targets, text):
         logits = module.apply({"params": merge_params(trainable, frozen)}, x, text)
         return mixup.soft_target_cross_entropy(logits, targets)
 
@@ -114,10 +152,11 @@ def make_train_step(module, optimizer, config, num_classes):
         (after the update) and the update."""
         rng = jax.random.fold_in(state["rng"], state["step"])
 
-        def micro(carry, inputs):
+        def micro(carry, micro_batch):
             grads_sum, loss_sum = carry
-            index, x, y, c = inputs
-            loss, grads = grad_fn(state["trainable"], state["frozen"], x, y, c, text, jax.random.fold_in(rng, index))
+            index, x, y, c = micro_batch
+            x, targets = inputs(x, y, c, jax.random.fold_in(rng, index))
+            loss, grads = grad_fn(state["trainable"], state["frozen"], x, targets, text)
             return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), None
 
         zeros = jax.tree.map(jnp.zeros_like, state["trainable"])
@@ -209,7 +248,7 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     consumed = start_update * t.accumulation_steps + max(start_update - 1, 0) // updates_per_epoch * leftover
     ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), t.batch_size, config.seed, t.epochs,
                                 process, t.reference_world_size, start_batch=consumed)
-    step_fn = jax.jit(make_train_step(module, optimizer, config, num_classes), donate_argnums=(0,),
+    step_fn = jax.jit(make_train_step(module, optimizer, config, num_classes, mesh), donate_argnums=(0,),
                       out_shardings=(jax.tree.map(lambda x: x.sharding, state), sharding.replicated(mesh)))
     bad = pipeline.BadSamples(train.source, config.data.max_bad_fraction)
     data_iter = batches = writer = preemption = bar = None
@@ -219,7 +258,8 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
                                                     t.accumulation_steps, updates_per_epoch, leftover))
         writer = _summary_writer(workdir)
         preemption = _Preemption()
-        losses = step_log.StepLog(config, lr_fn, total_updates, updates_per_epoch, results, writer)
+        model_flops = flops.per_update(flops.model_fields(module), config, num_classes, ids.shape[1], mesh.size)
+        losses = step_log.StepLog(config, lr_fn, total_updates, updates_per_epoch, results, writer, model_flops)
         compiled, last_saved, bad_pending = None, start_update, []
         bar = cli.progress(total_updates, "train", "update", initial=start_update, enabled=process[0] == 0)
         for update in range(start_update, total_updates):
@@ -229,7 +269,9 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
             bad_pending.append(bad_samples)
             if compiled is None:
                 compiled = step_fn.lower(state, placed["frames"], placed["label"], text, placed["color"]).compile()
-                losses.flops = step_log.report_step_cost(compiled, config, results)
+                step_log.report_step_cost(compiled, config, results, model_flops, {
+                    "texts": num_classes, "text_length": int(ids.shape[1]), "devices": mesh.size,
+                    "micro_batches": t.accumulation_steps, "use": t.use})
                 losses.restart()
             state, step_metrics = compiled(state, placed["frames"], placed["label"], text, placed["color"])
             done = update + 1
