@@ -70,17 +70,27 @@ def make_optimizer(config, iterations_per_epoch):
     return optax.adamw(lr, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay), lr
 
 
-def init_state(params, use, optimizer, seed, mesh):
-    """The train state {"trainable", "frozen", "opt_state", "step", "rng"}, built under jit straight into its
-    FSDP shardings (shapes from `jax.eval_shape`), so the optimiser state is never made unsharded."""
-    trainable, frozen = split_params(params, use)
-
+def _state_builder(use, optimizer, seed):
     def build(trainable, frozen):
         return {"trainable": trainable, "frozen": frozen, "opt_state": optimizer.init(trainable),
                 "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(jax.random.PRNGKey(seed))}
+    return build
 
-    shapes = jax.eval_shape(build, trainable, frozen)
-    return jax.jit(build, out_shardings=sharding.tree_shardings(mesh, shapes))(trainable, frozen)
+
+def state_shapes(params, use, optimizer, seed, mesh):
+    """What `init_state` builds, as ShapeDtypeStructs carrying their FSDP shardings, without building it:
+    `params` may be arrays or ShapeDtypeStructs, the mesh's devices abstract (a TPU topology compiled for
+    from a CPU host)."""
+    shapes = jax.eval_shape(_state_builder(use, optimizer, seed), *split_params(params, use))
+    return jax.tree.map(lambda s, placed: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=placed), shapes,
+                        sharding.tree_shardings(mesh, shapes))
+
+
+def init_state(params, use, optimizer, seed, mesh):
+    """The train state {"trainable", "frozen", "opt_state", "step", "rng"}, built under jit straight into its
+    FSDP shardings (`state_shapes`), so the optimiser state is never made unsharded."""
+    shardings = jax.tree.map(lambda s: s.sharding, state_shapes(params, use, optimizer, seed, mesh))
+    return jax.jit(_state_builder(use, optimizer, seed), out_shardings=shardings)(*split_params(params, use))
 
 
 def global_norm(tree):
