@@ -3,7 +3,7 @@
     python benchmarks/device_table.py OUT/before.json OUT/jax.json OUT/torch.json [...] > table.md
 
 Speed ratios are clips/s over the `torch.compile` row of the same batch (the official work: text at 77
-tokens); MFU is each row's own model FLOPs (`vifi_jax.flops`) over the datasheet peak.
+tokens); MFU is each row's own model FLOPs (`vifi_jax.models.flops`) over the datasheet peak.
 """
 import json
 import sys

@@ -22,7 +22,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import zeroshot  # noqa: E402
-from vifi_jax import api, prefetch, sharding, train  # noqa: E402
+from vifi_jax import api, train  # noqa: E402
+from vifi_jax.runtime import sharding
+from vifi_jax.train import prefetch
 from vifi_jax.models import vifi  # noqa: E402
 
 

@@ -56,7 +56,7 @@ def augment(stages, frames, rng, after):
     box = transforms.multi_scale_crop_box(frames.shape[1], frames.shape[2], rng, input_size=224)
     frames = timed(stages, "multi-scale crop + resize 224",
                    lambda f: transforms.resize(transforms.crop(f, box), 224, 224), frames)
-    if after:  # the worker only draws; the train step applies (vifi_jax.augment, benchmarks/augment_cost.py)
+    if after:  # the worker only draws; the train step applies (vifi_jax.train.augment, benchmarks/augment_cost.py)
         return timed(stages, "draw flip/jitter/grayscale parameters", transforms.draw_color_params, len(frames), rng)
     flipped = timed(stages, "flip", lambda f: np.ascontiguousarray(f[:, :, ::-1]), frames)
     jittered = timed(stages, "colour jitter", lambda f: np.stack([transforms.color_jitter_frame(x, rng) for x in f]),

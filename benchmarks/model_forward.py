@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vifi_jax import tokenizer
-from vifi_jax.convert import infer_config, openai_to_flat, unflatten
+from vifi_jax.weights.convert import infer_config, openai_to_flat, unflatten
 from vifi_jax.models import clip, vifi
 
 # Real Kinetics-400 class names, the longest ones included; cycled to 400 prompts.

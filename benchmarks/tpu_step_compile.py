@@ -27,7 +27,10 @@ from jax.experimental import topologies
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import zeroshot  # noqa: E402
 from data_pipelines import transforms  # noqa: E402
-from vifi_jax import augment, flops, hardware, sharding, train  # noqa: E402
+from vifi_jax import train  # noqa: E402
+from vifi_jax.models import flops
+from vifi_jax.runtime import hardware, sharding
+from vifi_jax.train import augment
 from vifi_jax.models import clip, vifi  # noqa: E402
 
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")

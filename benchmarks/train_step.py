@@ -9,7 +9,7 @@ jitted with donation, as the training loop builds it; the text runs over the pro
 (16 tokens for K400-like names). The PyTorch peer is OpenAI's `clip/model.py` doing the same per clip:
 on the CPU over the same 16 tokens (the same work), on an accelerator over 77 tokens, as the official
 ViFi-CLIP code runs it (the official work), in bf16 autocast with fused AdamW, eager and `torch.compile`d.
-MFU = model FLOPs (`vifi_jax.flops`: of the work each framework really does) / step time / peak.
+MFU = model FLOPs (`vifi_jax.models.flops`: of the work each framework really does) / step time / peak.
 Random weights, synthetic data. Device variants: `b<clips>` plus `+augment` (flip/jitter/grayscale in the
 step, all on), `+remat`, `+attention=xla|cudnn` (the default, auto, is cuDNN's fused attention on GPUs).
 """
@@ -30,7 +30,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import fully_supervised, zeroshot  # noqa: E402
 from data_pipelines import transforms  # noqa: E402
-from vifi_jax import api, flops, hardware, sharding, train  # noqa: E402
+from vifi_jax import api, train  # noqa: E402
+from vifi_jax.models import flops
+from vifi_jax.runtime import hardware, sharding
 from vifi_jax.models import clip, vifi  # noqa: E402
 
 RECIPES = {"zeroshot": lambda: zeroshot.get_config("train"), "fully_supervised": fully_supervised.get_config}

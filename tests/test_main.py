@@ -7,7 +7,9 @@ import sys
 import pytest
 
 from configs import zeroshot
-from vifi_jax import main, train, workdirs
+from vifi_jax import main
+from vifi_jax.runtime import workdirs
+from vifi_jax.train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The embedded default's code path on fewer frames and videos (2 x 8 classes x 2 frames instead of 4 x 8 x 8).
@@ -52,7 +54,7 @@ def test_configs_are_named_by_file_or_by_shipped_name(tmp_path):
 def test_a_workdir_never_resumes_a_different_run(tmp_path):
     config = zeroshot.get_config("train,smoke")
     config.train.max_steps = 2
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
     assert workdirs.has_checkpoints(str(tmp_path))
     workdirs.prepare_training(str(tmp_path), config)  # the same config resumes
     changed = zeroshot.get_config("train,smoke")

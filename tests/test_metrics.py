@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from vifi_jax import metrics, summarize
+from vifi_jax import summarize
+from vifi_jax.evaluators import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

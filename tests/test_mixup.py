@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vifi_jax import mixup
+from vifi_jax.train import mixup
 
 
 def test_smoothing_values():

@@ -16,7 +16,8 @@ import official
 import vifi_jax
 from conftest import perturbed_reference, relative_error
 from data_pipelines import synthetic
-from vifi_jax import convert, tokenizer
+from vifi_jax import tokenizer
+from vifi_jax.weights import convert
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ["ApplyEyeMakeup", "brush_hair", "pushing something from left to right", "yoga"]

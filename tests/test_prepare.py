@@ -4,7 +4,7 @@ import pytest
 
 from configs import common
 from data_pipelines import datasets, pipeline, prepare, transforms, video
-from vifi_jax import data
+from vifi_jax.runtime import data
 
 
 def test_prepared_frames_match_decoded_video_and_feed_the_pipeline(synthetic_videos, tmp_path):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vifi_jax import retrieval
+from vifi_jax.evaluators import retrieval
 
 
 def test_ranks_recalls_and_median_worked_by_hand():

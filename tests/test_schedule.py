@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from vifi_jax import schedule
+from vifi_jax.train import schedule
 
 
 def official_rates(lr, epochs, warmup_epochs, num_steps, accumulation):

@@ -13,7 +13,7 @@ import torch
 
 import official
 from conftest import perturbed_reference, write_openai_jit_archive, write_openai_script_archive
-from vifi_jax import safe_pickle, torch_files
+from vifi_jax.weights import safe_pickle, torch_files
 
 
 def assert_same(ours, theirs, where="root"):

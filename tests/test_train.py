@@ -11,7 +11,8 @@ import pytest
 
 from configs import zeroshot
 from runs import EIGHT, losses, run_main
-from vifi_jax import evaluate, train
+from vifi_jax.evaluators import classification
+from vifi_jax.train import loop
 
 def test_tiny_clip_learns_the_synthetic_task_through_the_pipeline(tmp_path):
     c = zeroshot.get_config("train,smoke")
@@ -19,8 +20,8 @@ def test_tiny_clip_learns_the_synthetic_task_through_the_pipeline(tmp_path):
     c.train.batch_size, c.train.accumulation_steps, c.train.lr = 8, 1, 1e-3
     c.train.epochs, c.train.warmup_epochs = 20, 2
     c.eval.every_epochs, c.checkpoint.every_steps, c.log_every = 100, 80, 40
-    before = evaluate.run_evaluation(c, str(tmp_path / "before"))["final"]["val"]["top1"]
-    results = train.train_and_evaluate(c, str(tmp_path / "run"))
+    before = classification.run_evaluation(c, str(tmp_path / "before"))["final"]["val"]["top1"]
+    results = loop.train_and_evaluate(c, str(tmp_path / "run"))
     after = results["final"]["val"]["top1"]
     assert len(results["history"]) == 160
     assert before <= 50 and after >= 90, (before, after)  # 4 classes: chance is 25%
@@ -40,7 +41,7 @@ def official_evaluation_epochs(epochs, save_freq):
 def test_evaluations_follow_the_official_epochs(epochs, every, updates_per_epoch):
     total = epochs * updates_per_epoch
     ours = [done // updates_per_epoch for done in range(1, total + 1)
-            if train.evaluates_after(done, updates_per_epoch, total, every)]
+            if loop.evaluates_after(done, updates_per_epoch, total, every)]
     assert ours == official_evaluation_epochs(epochs, every)
 
 
@@ -95,7 +96,7 @@ def test_non_finite_loss_stops_without_saving_it(tmp_path):
     c.train.lr, c.train.warmup_epochs = 1e38, 0
     c.checkpoint.every_steps, c.checkpoint.async_save = 1, False
     with pytest.raises(FloatingPointError, match=r"(loss|grad norm|update norm|param norm) became (nan|inf)") as error:
-        train.train_and_evaluate(c, str(tmp_path))
+        loop.train_and_evaluate(c, str(tmp_path))
     failed = int(re.search(r"became \S+ at update (\d+)", str(error.value)).group(1))
     saved = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
     assert saved and max(saved) < failed

@@ -15,7 +15,9 @@ from flax import traverse_util
 from conftest import relative_error
 from configs import zeroshot
 from data_pipelines import datasets, pipeline, synthetic, transforms
-from vifi_jax import api, sharding, train
+from vifi_jax import api
+from vifi_jax.runtime import sharding
+from vifi_jax.train import optim, steps
 from vifi_jax.models import clip, vifi
 
 
@@ -28,17 +30,17 @@ def parameter_shapes(**fields):
 
 def test_trainable_tensors_match_the_official_counts():
     flat = parameter_shapes()
-    assert sum(train.is_trainable(k, "both") for k in flat) == 301  # 288 block tensors + 13 others
-    assert all(not train.is_trainable(k, use) for k in flat if k.startswith("token_embedding") for use in train.USES)
-    assert all(k.startswith("visual/") for k in flat if train.is_trainable(k, "image"))
-    assert not train.is_trainable("logit_scale", "image") and not train.is_trainable("logit_scale", "text")
+    assert sum(optim.is_trainable(k, "both") for k in flat) == 301  # 288 block tensors + 13 others
+    assert all(not optim.is_trainable(k, use) for k in flat if k.startswith("token_embedding") for use in optim.USES)
+    assert all(k.startswith("visual/") for k in flat if optim.is_trainable(k, "image"))
+    assert not optim.is_trainable("logit_scale", "image") and not optim.is_trainable("logit_scale", "text")
     for fields, count in ((dict(vision_prompts=16, vision_prompt_depth=9, text_prompts=16, text_prompt_depth=9),
                            184_320), (dict(vision_prompts=10, vision_prompt_depth=12, text_prompts=10,
                                            text_prompt_depth=12), 153_600)):
         flat = parameter_shapes(**fields)
-        assert sum(int(np.prod(v.shape)) for k, v in flat.items() if train.is_trainable(k, "prompts")) == count
+        assert sum(int(np.prod(v.shape)) for k, v in flat.items() if optim.is_trainable(k, "prompts")) == count
     with pytest.raises(ValueError, match="train.use must be one of"):
-        train.is_trainable("logit_scale", "all")
+        optim.is_trainable("logit_scale", "all")
 
 
 def test_frozen_text_features_give_the_same_step_as_running_the_text_tower():
@@ -48,11 +50,11 @@ def test_frozen_text_features_give_the_same_step_as_running_the_text_tower():
     ids = vifi.class_token_ids(names, "template")
     optimizer = optax.sgd(1.0)  # the update is the gradient itself (Adam's g/|g| would amplify rounding near 0)
     mesh = sharding.make_mesh()
-    state = train.init_state(model.params, "image", optimizer, 0, mesh)
+    state = optim.init_state(model.params, "image", optimizer, 0, mesh)
     trainable = state["trainable"]
     frames = jax.random.randint(jax.random.PRNGKey(1), (1, 4, 1, 4, 32, 32, 3), 0, 256).astype(jnp.uint8)
     labels = jnp.array([[0, 1, 2, 1]])
-    step = train.make_train_step(model.module, optimizer, config, 3)
+    step = steps.make_train_step(model.module, optimizer, config, 3)
     fixed = step(state, frames, labels, model.encode_text(ids))  # what image-only training passes
     running = step(state, frames, labels, jnp.asarray(ids))  # the text tower runs (its gradient is unused)
     np.testing.assert_allclose(float(fixed[1]["loss"]), float(running[1]["loss"]), rtol=1e-5)
@@ -66,11 +68,11 @@ def test_the_step_reports_the_norms_of_gradient_parameters_and_update():
     config = zeroshot.get_config("train,smoke")
     model = api.from_config(config.model, seed=0)[0]
     optimizer = optax.sgd(0.5)  # the update is -0.5 × the gradient
-    state = train.init_state(model.params, "both", optimizer, 0, sharding.make_mesh())
+    state = optim.init_state(model.params, "both", optimizer, 0, sharding.make_mesh())
     frames = jax.random.randint(jax.random.PRNGKey(2), (1, 4, 1, 4, 32, 32, 3), 0, 256).astype(jnp.uint8)
     ids = jnp.asarray(vifi.class_token_ids(["a", "b", "c"], "template"))
     before = state["trainable"]
-    after, metrics = train.make_train_step(model.module, optimizer, config, 3)(state, frames, jnp.array([[0, 1, 2, 1]]),
+    after, metrics = steps.make_train_step(model.module, optimizer, config, 3)(state, frames, jnp.array([[0, 1, 2, 1]]),
                                                                                 ids)
     norm = lambda tree: float(np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in jax.tree.leaves(tree))))
     update = jax.tree.map(lambda a, b: a - b, after["trainable"], before)
@@ -87,7 +89,7 @@ def test_augmenting_in_the_step_trains_as_host_augmentation(tmp_path):
     config = zeroshot.get_config("train,smoke")
     model = api.from_config(config.model, seed=0)[0]
     optimizer = optax.sgd(0.5)
-    state = train.init_state(model.params, "both", optimizer, 0, sharding.make_mesh())
+    state = optim.init_state(model.params, "both", optimizer, 0, sharding.make_mesh())
     spec = pipeline.ClipSpec(num_frames=4, size=32, train=True, color_jitter_prob=1.0, grayscale_prob=0.5)
     elements = [(position, position % len(source)) for position in range(4)]
     host = [pipeline.LoadClip(source, spec, seed=3).map(e) for e in elements]
@@ -95,7 +97,7 @@ def test_augmenting_in_the_step_trains_as_host_augmentation(tmp_path):
               for e in elements]
     labels = jnp.asarray([[e["label"] for e in host]])
     ids = jnp.asarray(vifi.class_token_ids(["a", "b", "c"], "template"))
-    step = jax.jit(train.make_train_step(model.module, optimizer, config, 3))
+    step = jax.jit(steps.make_train_step(model.module, optimizer, config, 3))
     reference = step(state, np.stack([e["frames"] for e in host])[None], labels, ids)
     color = {k: np.stack([e[k] for e in device])[None] for k in transforms.COLOR_PARAMS}
     moved = step(state, np.stack([e["frames"] for e in device])[None], labels, ids, color)
@@ -109,7 +111,9 @@ import json, re
 import jax, jax.numpy as jnp, numpy as np, optax
 from configs import zeroshot
 from data_pipelines import transforms
-from vifi_jax import api, sharding, train
+from vifi_jax import api
+from vifi_jax.runtime import sharding
+from vifi_jax.train import optim, steps
 from vifi_jax.models import vifi
 
 config = zeroshot.get_config("train,smoke")
@@ -124,13 +128,13 @@ color = {k: np.stack([d[k] for d in drawn])[None] for k in transforms.COLOR_PARA
 key = jax.random.PRNGKey(3)
 placed = sharding.global_batch(mesh, {"frames": frames, "label": labels, "color": color}, leading_axes=1)
 first = lambda tree: jax.tree.map(lambda x: x[0], tree)
-on_devices = jax.jit(train.make_input_fn(config, 3, mesh))(*first((placed["frames"], placed["label"], placed["color"])),
+on_devices = jax.jit(steps.make_input_fn(config, 3, mesh))(*first((placed["frames"], placed["label"], placed["color"])),
                                                           key)
-whole = train.make_input_fn(config, 3)(frames[0], labels[0], first(color), key)
+whole = steps.make_input_fn(config, 3)(frames[0], labels[0], first(color), key)
 optimizer = optax.sgd(0.1)
-state = train.init_state(model.params, "both", optimizer, 0, mesh)
+state = optim.init_state(model.params, "both", optimizer, 0, mesh)
 ids = jnp.asarray(vifi.class_token_ids(["a", "b", "c"], "template"))
-step = jax.jit(train.make_train_step(model.module, optimizer, config, 3, mesh))
+step = jax.jit(steps.make_train_step(model.module, optimizer, config, 3, mesh))
 hlo = step.lower(state, placed["frames"], placed["label"], ids, placed["color"]).compile().as_text()
 kinds = re.findall(r"\\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)(?:-start)?\\(", hlo)
 print(json.dumps({"devices": jax.device_count(), "collectives": sorted(set(kinds)),

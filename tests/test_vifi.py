@@ -7,7 +7,8 @@ from flax import traverse_util
 
 import official
 from conftest import perturbed_reference, relative_error, state_dict_numpy
-from vifi_jax import convert, tokenizer
+from vifi_jax import tokenizer
+from vifi_jax.weights import convert
 from vifi_jax.models import vifi
 
 NAMES = ["ApplyEyeMakeup", "brush hair", "Pushing something from left to right", "yoga"]

@@ -10,7 +10,8 @@ import numpy as np
 from flax import traverse_util
 
 from data_pipelines import sampling, transforms, video
-from vifi_jax import convert, model_dir, tokenizer
+from vifi_jax import tokenizer
+from vifi_jax.weights import convert, model_dir
 from vifi_jax.models import clip, vifi
 
 
@@ -172,7 +173,7 @@ def from_config(model_config, dtype=jnp.float32, seed=0):
                 f"initialisation of ViT-B/16, so its accuracy is chance level and says nothing about ViFi-CLIP")
         return init("ViT-B/16", seed, dtype, **fields, **extra), note
     config = {**config, **extra}
-    expected = convert.expected_shapes(config)  # traced, not run: nothing the checkpoint holds is initialised
+    expected = vifi.parameter_shapes(config)  # traced, not run: nothing the checkpoint holds is initialised
     flat_loaded = traverse_util.flatten_dict(params, sep="/")
     unexpected = sorted(set(flat_loaded) - set(expected))
     if unexpected:

@@ -32,7 +32,8 @@ import numpy as np
 from absl import app, flags
 
 from data_pipelines import cli, datasets, transforms, video
-from vifi_jax import api, sharding
+from vifi_jax import api
+from vifi_jax.runtime import sharding
 from vifi_jax.models import clip
 
 FLAGS = flags.FLAGS

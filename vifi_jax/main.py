@@ -17,7 +17,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import cli
-from vifi_jax import config_checks, evaluate, retrieval, sharding, train, workdirs
+from vifi_jax.evaluators import classification, retrieval
+from vifi_jax.runtime import config_checks, sharding, workdirs
+from vifi_jax.train import loop
 
 log = logging.getLogger("vifi_jax.main")
 
@@ -102,10 +104,10 @@ def main(argv):
     log.info("workdir %s, %d process(es), %d device(s): %s", workdir, jax.process_count(), jax.device_count(),
                  jax.devices()[0].device_kind)
     if config.mode == "train":
-        results = train.train_and_evaluate(config, workdir, FLAGS.resume_changed_config)
+        results = loop.train_and_evaluate(config, workdir, FLAGS.resume_changed_config)
     elif config.mode in ("eval", "zeroshot"):
         workdirs.save_config(workdir, config)
-        results = evaluate.run_evaluation(config, workdir)
+        results = classification.run_evaluation(config, workdir)
     elif config.mode == "retrieval":
         workdirs.save_config(workdir, config)
         results = retrieval.run_retrieval(config, workdir)

@@ -10,7 +10,7 @@ import os
 import sys
 
 from data_pipelines import cli
-from vifi_jax import metrics
+from vifi_jax.evaluators import metrics
 
 MODES = ("base2novel", "mean")
 BASE2NOVEL_SPLITS = 3

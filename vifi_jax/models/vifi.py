@@ -4,7 +4,9 @@ Parameters are exactly CLIP's (`clip.CLIP`), so any CLIP or ViFi-CLIP checkpoint
 loads into it. The B·T frames of a batch go through the image tower as one batch.
 Also here: the class texts (and their token ids) the official code builds for each text mode.
 """
+import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
 from vifi_jax import tokenizer
 from vifi_jax.models import clip
@@ -81,3 +83,14 @@ class ViFiCLIP(clip.CLIP):
         if jnp.issubdtype(text.dtype, jnp.integer):
             text = self.text_features(text)
         return self.scores(self.video_features(frames), text)
+
+
+def parameter_shapes(config):
+    """{path: shape} of every parameter of the model `config` (CLIP's fields) describes: traced, nothing
+    allocated. Checkpoint readers check what a file holds against it."""
+    model = ViFiCLIP(**config)
+    res = config["image_resolution"]
+    frames = jax.ShapeDtypeStruct((1, 1, res, res, 3), jnp.float32)
+    ids = jax.ShapeDtypeStruct((1, config["context_length"]), jnp.int32)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), frames, ids)["params"]
+    return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(shapes, sep="/").items()}

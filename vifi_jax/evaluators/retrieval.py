@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import datasets
-from vifi_jax import api, config_checks, data, evaluate, sharding, tokenizer, workdirs
+from vifi_jax import api, tokenizer
+from vifi_jax.evaluators import scoring
+from vifi_jax.runtime import config_checks, data, sharding, workdirs
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +107,10 @@ def run_retrieval(config, workdir):
     captions = [caption for _, caption in pairs]
     texts = model.free_texts(captions)
     ids = tokenizer.tokenize(texts, truncate=True)  # as CLIP4Clip: a caption longer than the context is cut
-    text = evaluate.text_features(model.module, params, jnp.asarray(tokenizer.truncate(ids)))
+    text = scoring.text_features(model.module, params, jnp.asarray(tokenizer.truncate(ids)))
     start = time.time()
     source = datasets.VideoFileSource(paths, [0] * len(paths))
-    rows, _, indices, unreadable = evaluate.score_views(
+    rows, _, indices, unreadable = scoring.score_views(
         model.module, params, source, data.clip_spec(config, False), text, config.eval.batch_size, mesh,
         lambda logits: logits[:, 0], config.data.num_workers, config.seed, config.data.normalize, "retrieval")
     similarity = np.full((len(captions), len(videos)), -np.inf)  # an unreadable video stays -inf: found by none

@@ -11,7 +11,7 @@ import json
 import os
 
 from data_pipelines import datasets, pipeline, synthetic
-from vifi_jax import downloads
+from vifi_jax.weights import downloads
 
 
 @dataclasses.dataclass

@@ -1,5 +1,5 @@
 """What each training update reports: loss, gradient/parameter/update norms and LR per update; clips/s,
-TFLOP/s and MFU per device (model FLOPs from `vifi_jax.flops`) and the fraction of time spent waiting for data
+TFLOP/s and MFU per device (model FLOPs from `vifi_jax.models.flops`) and the fraction of time spent waiting for data
 per log window; the step's FLOPs and the compiled step's memory once. Metrics stay on the device until fetched (every `log_every` updates and
 before a save), so the loop never waits on the host for them.
 """
@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 
-from vifi_jax import hardware
+from vifi_jax.runtime import hardware
 
 log = logging.getLogger("vifi_jax.train")
 

@@ -18,9 +18,9 @@ import zipfile
 import numpy as np
 
 from data_pipelines import files
-from vifi_jax import safe_pickle, torchscript
-from vifi_jax.safe_pickle import CheckpointReadError, ConfigNode, UnsafeCheckpointError  # noqa: F401 - public
-from vifi_jax.torchscript import ScriptObject  # noqa: F401 - public
+from vifi_jax.weights import safe_pickle, torchscript
+from vifi_jax.weights.safe_pickle import CheckpointReadError, ConfigNode, UnsafeCheckpointError  # noqa: F401 - public
+from vifi_jax.weights.torchscript import ScriptObject  # noqa: F401 - public
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001

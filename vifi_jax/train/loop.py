@@ -1,13 +1,8 @@
-"""Training: a sharded, jitted train step with the official optimiser, schedule and augmentation.
-
-State is a plain dict {"trainable", "frozen", "opt_state", "step", "rng"}: the parameters split by
-the fine-tuning mode (both / image / text / prompts), AdamW on the trainable part only. One call of
-the step is one optimiser update over `accumulation_steps` micro-batches (scanned, gradients averaged).
-The loop places the next batches on the devices in a background thread while a step runs, fetches
-losses only every `log_every` updates and before a save (a non-finite loss is never saved), saves Orbax
-checkpoints and resumes from the latest one (the data position follows from the update count, with any
-number of processes), evaluates as the official loop does, keeps the best model, and saves before exiting
-on SIGTERM (with several processes, at the step they agree on through JAX's preemption service).
+"""The training loop: data placed on the devices ahead of the step, metrics fetched only every `log_every`
+updates and before a save (a non-finite loss is never saved), Orbax checkpoints and resuming from the latest
+one (the data position follows from the update count, with any number of processes), evaluation as the
+official loop does it, the best model kept, and a save before exiting on SIGTERM (with several processes, at
+the step they agree on through JAX's preemption service).
 """
 import json
 import logging
@@ -18,168 +13,16 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import traverse_util
-from jax.sharding import PartitionSpec as P
 
 from data_pipelines import cli, pipeline, transforms
-from vifi_jax import api, augment, checkpoint, config_checks, data, evaluate, flops, metrics, mixup, model_dir, \
-    prefetch, schedule, sharding, step_log, workdirs
-from vifi_jax.models import clip, vifi
+from vifi_jax import api
+from vifi_jax.evaluators import classification, metrics
+from vifi_jax.models import flops, vifi
+from vifi_jax.runtime import config_checks, data, sharding, workdirs
+from vifi_jax.train import checkpoint, optim, prefetch, step_log, steps
+from vifi_jax.weights import model_dir
 
 log = logging.getLogger(__name__)
-
-USES = ("both", "image", "text", "prompts")
-TEXT_PREFIXES = ("transformer/", "positional_embedding", "ln_final/", "text_projection")
-
-
-def is_trainable(path, use):
-    """Which parameters a fine-tuning mode trains (official `returnCLIP`; token embeddings never)."""
-    if use not in USES:
-        raise ValueError(f"train.use must be one of {USES}, got {use!r}")
-    if path.startswith("token_embedding/"):
-        return False
-    if use == "prompts":
-        return clip.is_prompt(path)
-    if clip.is_prompt(path):
-        return False  # prompts exist only in prompting runs
-    if use == "image":
-        return path.startswith("visual/")
-    if use == "text":
-        return path.startswith(TEXT_PREFIXES)
-    return True
-
-
-def split_params(params, use):
-    flat = traverse_util.flatten_dict(params, sep="/")
-    trainable = {k: v for k, v in flat.items() if is_trainable(k, use)}
-    if not trainable:
-        raise ValueError(f"train.use={use!r} leaves nothing to train (prompting needs model.*_prompts > 0)")
-    frozen = {k: v for k, v in flat.items() if k not in trainable}
-    return traverse_util.unflatten_dict(trainable, sep="/"), traverse_util.unflatten_dict(frozen, sep="/")
-
-
-def merge_params(trainable, frozen):
-    return traverse_util.unflatten_dict({**traverse_util.flatten_dict(frozen, sep="/"),
-                                         **traverse_util.flatten_dict(trainable, sep="/")}, sep="/")
-
-
-def make_optimizer(config, iterations_per_epoch):
-    t = config.train
-    lr = schedule.make(t.lr, t.epochs, t.warmup_epochs, iterations_per_epoch, t.accumulation_steps, t.min_lr_ratio)
-    return optax.adamw(lr, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay), lr
-
-
-def _state_builder(use, optimizer, seed):
-    def build(trainable, frozen):
-        return {"trainable": trainable, "frozen": frozen, "opt_state": optimizer.init(trainable),
-                "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(jax.random.PRNGKey(seed))}
-    return build
-
-
-def state_shapes(params, use, optimizer, seed, mesh):
-    """What `init_state` builds, as ShapeDtypeStructs carrying their FSDP shardings, without building it:
-    `params` may be arrays or ShapeDtypeStructs, the mesh's devices abstract (a TPU topology compiled for
-    from a CPU host)."""
-    shapes = jax.eval_shape(_state_builder(use, optimizer, seed), *split_params(params, use))
-    return jax.tree.map(lambda s, placed: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=placed), shapes,
-                        sharding.tree_shardings(mesh, shapes))
-
-
-def init_state(params, use, optimizer, seed, mesh):
-    """The train state {"trainable", "frozen", "opt_state", "step", "rng"}, built under jit straight into its
-    FSDP shardings (`state_shapes`), so the optimiser state is never made unsharded."""
-    shardings = jax.tree.map(lambda s: s.sharding, state_shapes(params, use, optimizer, seed, mesh))
-    return jax.jit(_state_builder(use, optimizer, seed), out_shardings=shardings)(*split_params(params, use))
-
-
-def global_norm(tree):
-    """sqrt of the sum of squares of every element (optax renames its own between versions)."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
-def mixing_group_size(config):
-    """Clips blended together by Mixup/CutMix: the official per-GPU batch, train.batch_size over
-    train.reference_world_size (each official GPU blends its own clips)."""
-    return config.train.batch_size // config.train.reference_world_size
-
-
-def make_input_fn(config, num_classes, mesh=None):
-    """(frames [B, 1, T, H, W, 3] uint8, labels [B], colour parameters or None, key) -> (normalised, blended
-    frames [B, T, H, W, 3] float32, soft targets [B, C]): flip/jitter/grayscale when the loader left them to
-    the step, normalisation, Mixup/CutMix within mixing groups (`mixing_group_size`).
-
-    Every op is per clip or per group, so with a `mesh` whose devices each hold whole groups it runs under
-    shard_map on each device's own shard: no device sees another's frames (a global permutation would move
-    the whole batch between devices). Groups draw from fold_in(key, group index) either way, so the result
-    is the same on any number of devices."""
-    t = config.train
-    group = mixing_group_size(config)
-    shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
-
-    def local(frames, labels, color, rng, first_group):
-        x = frames[:, 0]  # views axis is 1 in training
-        if color is not None:
-            x = augment.augment(x, color)
-        x = transforms.normalize(x, config.data.normalize)
-        if not t.mixup:
-            return x, mixup.smooth_one_hot(labels, num_classes, t.label_smoothing)
-        return mixup.blend_groups(rng, x, labels, num_classes, group, first_group, t.label_smoothing,
-                                  t.mixup_alpha, t.cutmix_alpha, t.mixup_switch_prob)
-
-    def inputs(frames, labels, color, rng):
-        if shards == 1 or (frames.shape[0] // shards) % group:
-            return local(frames, labels, color, rng, 0)
-        batch = P(sharding.BATCH_AXES)
-
-        def per_shard(rng, frames, labels, color=None):
-            first = jax.lax.axis_index(sharding.BATCH_AXES) * (frames.shape[0] // group)
-            return local(frames, labels, color, rng, first)
-
-        args = (rng, frames, labels) + (() if color is None else (color,))
-        specs = (P(), batch, batch) + (() if color is None else (jax.tree.map(lambda _: batch, color),))
-        return sharding.shard_map(per_shard, mesh, specs, (batch, batch))(*args)
-
-    return inputs
-
-
-def make_train_step(module, optimizer, config, num_classes, mesh=None):
-    """The step; its `text` is class token ids [C, L] (the text tower runs and trains) or fixed text features
-    [C, D] (`ViFiCLIP.text_features`: image-only training computes them once). With the `mesh` the batch is
-    split over, augmentation and blending stay on each device (`make_input_fn`)."""
-    inputs = make_input_fn(config, num_classes, mesh)
-
-    def loss_fn(trainable, frozen, x, targets, text):
-        logits = module.apply({"params": merge_params(trainable, frozen)}, x, text)
-        return mixup.soft_target_cross_entropy(logits, targets)
-
-    grad_fn = jax.value_and_grad(loss_fn)
-
-    def train_step(state, frames, labels, text, color=None):
-        """frames [ACC, B, 1, T, H, W, 3] uint8, labels [ACC, B], the loader's colour parameters
-        (`transforms.COLOR_PARAMS`, leading axes [ACC, B]) when augmentation runs here, else None ->
-        (new state, metrics): the mean loss and the global norms of the gradient, the trained parameters
-        (after the update) and the update."""
-        rng = jax.random.fold_in(state["rng"], state["step"])
-
-        def micro(carry, micro_batch):
-            grads_sum, loss_sum = carry
-            index, x, y, c = micro_batch
-            x, targets = inputs(x, y, c, jax.random.fold_in(rng, index))
-            loss, grads = grad_fn(state["trainable"], state["frozen"], x, targets, text)
-            return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), None
-
-        zeros = jax.tree.map(jnp.zeros_like, state["trainable"])
-        steps = frames.shape[0]
-        (grads, loss), _ = jax.lax.scan(micro, (zeros, 0.0), (jnp.arange(steps), frames, labels, color))
-        grads = jax.tree.map(lambda g: g / steps, grads)
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
-        trained = optax.apply_updates(state["trainable"], updates)
-        new_state = dict(state, trainable=trained, opt_state=opt_state, step=state["step"] + 1)
-        return new_state, {"loss": loss / steps, "grad_norm": global_norm(grads), "param_norm": global_norm(trained),
-                           "update_norm": global_norm(updates)}
-
-    return train_step
 
 
 class _Preemption:
@@ -234,8 +77,8 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     total_updates = t.epochs * updates_per_epoch
     if t.max_steps > 0:
         total_updates = min(total_updates, t.max_steps)
-    optimizer, lr_fn = make_optimizer(config, iterations)
-    state = init_state(model.params, t.use, optimizer, config.seed, mesh)
+    optimizer, lr_fn = optim.make_optimizer(config, iterations)
+    state = optim.init_state(model.params, t.use, optimizer, config.seed, mesh)
     # Image-only training: the text side is constant, so its features are computed once, not every step.
     text = model.encode_text(ids) if t.use == "image" else jnp.asarray(ids)
     n_trainable = sum(x.size for x in jax.tree.leaves(state["trainable"]))
@@ -258,7 +101,7 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     consumed = start_update * t.accumulation_steps + max(start_update - 1, 0) // updates_per_epoch * leftover
     ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), t.batch_size, config.seed, t.epochs,
                                 process, t.reference_world_size, start_batch=consumed)
-    step_fn = jax.jit(make_train_step(module, optimizer, config, num_classes, mesh), donate_argnums=(0,),
+    step_fn = jax.jit(steps.make_train_step(module, optimizer, config, num_classes, mesh), donate_argnums=(0,),
                       out_shardings=(jax.tree.map(lambda x: x.sharding, state), sharding.replicated(mesh)))
     bad = pipeline.BadSamples(train.source, config.data.max_bad_fraction)
     data_iter = batches = writer = preemption = bar = None
@@ -382,13 +225,13 @@ def evaluates_after(done, updates_per_epoch, total_updates, every_epochs):
 
 
 def _params(state):
-    return merge_params(state["trainable"], state["frozen"])
+    return optim.merge_params(state["trainable"], state["frozen"])
 
 
 def _evaluate_during_training(config, workdir, model, state, mesh, step, results, writer):
     """Evaluate with the training-time views; a new best (on `eval.best_set`) is exported to `best/`."""
     params = _params(state)
-    found = evaluate.evaluate_sets(config, model.module, params, mesh, config.eval.num_clips, config.eval.num_crops)
+    found = classification.evaluate_sets(config, model.module, params, mesh, config.eval.num_clips, config.eval.num_crops)
     results["evaluations"][f"step_{step}"] = found
     if writer:
         for name, m in found.items():
@@ -408,7 +251,7 @@ def _final_evaluation(config, workdir, model, state, mesh, results, writer):
     last = results["evaluations"].get(f"step_{int(state['step'])}")
     same_views = (config.eval.final_num_clips, config.eval.final_num_crops) == (config.eval.num_clips,
                                                                                  config.eval.num_crops)
-    found = last if last and same_views else evaluate.evaluate_sets(
+    found = last if last and same_views else classification.evaluate_sets(
         config, model.module, params, mesh, config.eval.final_num_clips, config.eval.final_num_crops)
     results["final"] = found
     results["summary"] = metrics.summarize_sets(found)

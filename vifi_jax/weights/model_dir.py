@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from data_pipelines import files
-from vifi_jax.models import clip
+from vifi_jax.models import clip, vifi
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
@@ -71,13 +71,12 @@ def _stored_shapes(params_dir):
 
 def load(directory):
     """(config, params as nested numpy fp32 arrays) from a directory written by `save`."""
-    from vifi_jax import convert  # convert writes model directories; the import is one way at module level
     directory = os.path.abspath(os.fspath(directory))
     config = read_config(directory)
     params_dir = os.path.join(directory, PARAMS_DIR)
     if not os.path.isdir(params_dir):
         raise ModelDirError(f"{directory} has a {CONFIG_FILE} but no {PARAMS_DIR}/ directory")
-    expected = convert.expected_shapes(config)
+    expected = vifi.parameter_shapes(config)
     try:
         stored = _stored_shapes(params_dir)
     except Exception as error:  # noqa: BLE001 - Orbax/tensorstore raise many kinds on a damaged directory

@@ -16,7 +16,7 @@ import pickle
 import ml_dtypes
 import numpy as np
 
-from vifi_jax import torchscript
+from vifi_jax.weights import torchscript
 
 MAX_PICKLE_BYTES = 16 << 20  # a 150M-parameter training checkpoint's pickle is ~100 KB
 STORAGE_DTYPES = {

@@ -7,6 +7,7 @@ error at start-up instead.
 import math
 
 TEXT_MODES = ("auto", "template", "bare", "prompt")
+USES = ("both", "image", "text", "prompts")  # train.use: which parameters fine-tuning trains (train.optim)
 SOURCES = ("files", "tfds", "demo")
 DTYPES = ("float32", "bfloat16", "float16")
 NORMALIZATIONS = ("imagenet", "clip")
@@ -25,7 +26,6 @@ def _get(config, field):
 
 def check(config):
     """Raise ConfigError naming every unusable field of an experiment config (see configs/common.py)."""
-    from vifi_jax import train  # train checks its config with this module
     problems = []
 
     def need(field, ok, description):
@@ -64,7 +64,7 @@ def check(config):
     need("train.b2", lambda v: number(v) and 0 <= v < 1, "must be in [0, 1)")
     need("train.eps", lambda v: number(v) and v > 0, "must be > 0")
     need("train.max_steps", lambda v: type(v) is int and (v == -1 or v > 0), "must be -1 (no limit) or > 0")
-    need("train.use", lambda v: v in train.USES, f"must be one of {train.USES}")
+    need("train.use", lambda v: v in USES, f"must be one of {USES}")
     need("data.max_bad_fraction", lambda v: number(v) and 0 <= v <= 1, "must be in [0, 1]")
     need("data.num_workers", lambda v: type(v) is int and v >= -1,
          "must be an integer >= 0, or -1 (a worker per core this process may use, less one)")
