@@ -1,8 +1,10 @@
-"""How our programs talk to a person: logging levels, progress bars, and one `error:` line on failure.
+"""How our programs talk to a person: logging levels, progress bars, help and one `error:` line on failure.
 
-Every command-line program (prepare, main, predict, convert, summarize) ends a failure with one line
-and exit status 1; a traceback is printed only with `--verbose` (or `VIFI_JAX_VERBOSE=1`). Progress
-bars go to stderr, which terminals and notebooks both show (absl's INFO lines do not show in notebooks).
+Every command-line program (prepare, main, predict, convert, summarize, ...) starts through `run`: absl
+parses its flags, `--help` (or -h) prints to stdout with exit status 0, a usage mistake is one `error:` line
+with exit status 2, and a failure one `error:` line with exit status 1; a traceback is printed only with
+`--verbose` (or `VIFI_JAX_VERBOSE=1`). Progress bars go to stderr, which terminals and notebooks both show
+(absl's INFO lines do not show in notebooks).
 """
 import functools
 import logging
@@ -69,8 +71,67 @@ def guarded(main, verbose=lambda: False):
     return run
 
 
-def run_absl(main):
-    """`app.run(main)` for an absl program, with `--verbose` and guarded errors."""
+HELP = ("-h", "--help", "-?", "--helpshort", "--helpfull")
+
+
+def _program():
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return f"python -m {spec.name}" if spec and spec.name else sys.argv[0].rsplit("/", 1)[-1]
+
+
+def _usage_error(message):
+    print(f"error: {message} (see {_program()} --help)", file=sys.stderr)
+    sys.exit(2)
+
+
+def _message(error, argv):
+    """One line for a flag that failed to parse: the innermost error of the chain (absl wraps a config file's
+    own error), and for a config override naming no field, the override and what ml_collections suggests."""
+    inner = error
+    while inner.__cause__ is not None or (inner.__context__ is not None and not inner.__suppress_context__):
+        inner = inner.__cause__ or inner.__context__
+    while isinstance(inner, (KeyError, AttributeError)) and inner.args and isinstance(inner.args[0], Exception):
+        inner = inner.args[0]  # ml_collections: AttributeError(KeyError("'lrr'\nDid you mean ..."))
+    if isinstance(inner, (KeyError, AttributeError)) and inner.args:
+        key, _, suggestion = str(inner.args[0]).strip("'\"").partition("\n")
+        key = key.strip("'\"")
+        given = next((a.split("=")[0] for a in argv if a.startswith("--config.") and
+                      a.split("=")[0].rsplit(".", 1)[-1] == key), f"--config...{key}")
+        return f"{given}: the config has no field {key!r}" + (f" ({suggestion.strip().lower()})" if suggestion else "")
+    first = str(error).splitlines()[0].rstrip(": ") if str(error) else type(error).__name__
+    text = " ".join(str(inner).split()) if inner is not error else ""
+    return first if not text or text in first else f"{first}: {text}"
+
+
+def parse(argv, resolve=None):
+    """absl's flag parsing with our help and errors; `resolve(argument)` may map arguments first (main
+    finds a shipped config by name: `--config=zeroshot`)."""
+    if any(a in HELP for a in argv[1:]):
+        app.usage(shorthelp="--helpfull" not in argv, writeto_stdout=True, exitcode=0)
+    try:
+        if resolve:
+            argv = [argv[0]] + [resolve(a) for a in argv[1:]]
+        return flags.FLAGS(argv)
+    except app.UsageError as error:
+        _usage_error(str(error))
+    except Exception as error:  # noqa: BLE001 - a bad flag, or a config file or override that cannot be loaded
+        if "--verbose" in argv:
+            raise
+        _usage_error(_message(error, argv))
+
+
+def run(main, resolve=None, positional=False):
+    """Run `main(argv)` as a command: parse the flags, refuse positional arguments unless `positional`, and
+    end any failure with one line."""
     if "verbose" not in flags.FLAGS:
         flags.DEFINE_bool("verbose", False, "Print the traceback of an error, not just its one-line summary.")
-    app.run(guarded(main, lambda: flags.FLAGS.verbose))
+
+    def checked(argv):
+        if not positional and len(argv) > 1:
+            _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
+        try:
+            return main(argv)
+        except app.UsageError as error:
+            _usage_error(str(error))
+
+    app.run(guarded(checked, lambda: flags.FLAGS.verbose), flags_parser=lambda argv: parse(argv, resolve))

@@ -218,8 +218,17 @@ def eval_dataset(source, spec, batch_size, seed=0, process=None, multiple=None):
 
 def _out_of_shared_memory(batch):
     """Own copies of a batch that worker processes sent through shared memory, so that no array of ours
-    (nor, on CPU, a jax array made from one without a copy) keeps a shared segment alive."""
-    return {key: np.array(value) for key, value in batch.items()}
+    (nor, on CPU, a jax array made from one without a copy) keeps a shared segment alive. Each segment's name
+    is unlinked at once (its memory goes when Grain drops its last mapping): Grain would unlink it only when
+    its array is collected, on a thread that may not run again before the process exits."""
+    copies = {}
+    for key, value in batch.items():
+        copies[key] = np.array(value)
+        shm = getattr(value, "shm", None)
+        if shm is not None and getattr(value, "_unlink_on_del", False):
+            value._unlink_on_del = False
+            shm.unlink()
+    return copies
 
 
 # Launchers' counts of the processes they started on this host (torchrun, Slurm, Open MPI).
@@ -259,6 +268,20 @@ def close(batches):
     alive at exit are unlinked by Python's resource tracker with a "leaked shared_memory" warning."""
     batches.close()
     gc.collect()
+    _wait_for_shared_memory_release()
+
+
+def _wait_for_shared_memory_release():
+    """Grain unlinks the segments of collected arrays on a background thread (one thread, first in first out);
+    a process that exits before the thread gets to them leaves them to the resource tracker, which warns. A
+    no-op task run through that thread returns only after every unlink queued before it."""
+    try:
+        from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
+    except ImportError:  # another Grain layout: nothing to wait for that we know of
+        return
+    deleter = getattr(SharedMemoryArray, "_del_thread_pool", None)
+    if deleter is not None:
+        deleter.apply(int)
 
 
 class TooManyBadSamples(RuntimeError):

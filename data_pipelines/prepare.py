@@ -16,12 +16,11 @@ import json
 import logging
 import multiprocessing
 import os
-import sys
 import time
 
 import cv2
 import numpy as np
-from absl import flags
+from absl import app, flags
 
 from data_pipelines import cli, datasets, transforms, video
 
@@ -34,7 +33,8 @@ def define_flags():
     """Command-line flags, defined only when run as a program (so importing never clashes)."""
     flags.DEFINE_string("list_file", None, "Official-format list file: '<relative path> <label>' per line.")
     flags.DEFINE_string("root", "", "Directory the list file's paths are relative to.")
-    flags.DEFINE_string("labels", None, "Label CSV ('id,name' header) giving the class names.")
+    flags.DEFINE_string("labels_file", None, "Label CSV ('id,name' header) giving the class names.")
+    flags.DEFINE_alias("labels", "labels_file")  # the earlier spelling
     flags.DEFINE_string("name", None, "TFDS dataset name to write, e.g. ucf101_frames.")
     flags.DEFINE_string("split", "train", "Split name inside the dataset.")
     flags.DEFINE_string("data_dir", None, "TFDS data directory to write into.")
@@ -122,7 +122,11 @@ def store_uncompressed(data_dir, name, version, split):
 def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", short_side=256, jpeg_quality=90,
             max_frames=0, workers=0, zstd=False):
     """Write the dataset; returns {"videos": n_written, "bad": [...], "seconds": s}."""
-    import tensorflow_datasets as tfds
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError(f"prepare writes TFDS datasets and needs TensorFlow Datasets and TensorFlow ({error}): "
+                          "pip install -r requirements-tfds.txt") from None
 
     class_names = datasets.read_labels(labels)
     parsed = datasets.read_list_file(list_file, root, num_classes=len(class_names))
@@ -162,12 +166,11 @@ def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", sho
 
 
 def main(argv):
-    del argv
     cli.configure_logging()
-    for required in ("list_file", "labels", "name", "data_dir"):
+    for required in ("list_file", "labels_file", "name", "data_dir"):
         if not getattr(FLAGS, required):
-            sys.exit(f"--{required} is required (see python -m data_pipelines.prepare --help)")
-    report = prepare(FLAGS.list_file, FLAGS.root, FLAGS.labels, FLAGS.name, FLAGS.split, FLAGS.data_dir,
+            raise app.UsageError(f"--{required} is required")
+    report = prepare(FLAGS.list_file, FLAGS.root, FLAGS.labels_file, FLAGS.name, FLAGS.split, FLAGS.data_dir,
                      FLAGS.version, FLAGS.short_side, FLAGS.jpeg_quality, FLAGS.max_frames, FLAGS.workers, FLAGS.zstd)
     print(f"wrote {report['videos']} videos to {FLAGS.data_dir}/{FLAGS.name} split {FLAGS.split} in "
           f"{report['seconds']:.1f} s; {len(report['bad'])} unreadable (listed in {FLAGS.split}.bad_videos.json)")
@@ -175,4 +178,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    cli.run_absl(main)
+    cli.run(main)

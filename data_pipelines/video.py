@@ -161,6 +161,33 @@ def count_frames(path):
     return count
 
 
+def iter_frames(path, chunk):
+    """Every frame that decodes, front to back in one decode, as RGB uint8 arrays of at most `chunk` frames
+    (the last may be shorter). Each chunk must decode within TIME_LIMIT seconds."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    capture = open_capture(path)
+    try:
+        out, filled, total = None, 0, 0
+        deadline = _Deadline(path)
+        while capture.grab():
+            deadline.check()
+            frame = capture.retrieve()[1]
+            if out is None:
+                out = np.empty((chunk, *frame.shape), np.uint8)
+            cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=out[filled])
+            filled, total = filled + 1, total + 1
+            if filled == chunk:
+                yield out.copy()
+                filled, deadline = 0, _Deadline(path)
+        if total == 0:
+            raise VideoError(path, "no frame decodes (corrupt file or unsupported codec)", "no_frames")
+        if filled:
+            yield out[:filled].copy()
+    finally:
+        capture.release()
+
+
 def read_frames(path, indices, seek_threshold=SEEK_THRESHOLD):
     """RGB uint8 frames [len(indices), H, W, 3] in the order asked; indices may repeat or be unsorted."""
     indices = _check_indices(indices)

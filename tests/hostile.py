@@ -333,9 +333,9 @@ def run(tool, root):
                         print(f"{type(error).__name__}: {error}", file=sys.stderr)
                         code = 1
                 elif tool == "convert":
-                    convert_command.main([case["path"], output])
+                    convert_command.run([case["path"], output])
                 elif tool == "convert_destination":
-                    convert_command.main([case["path"], case["destination"]])
+                    convert_command.run([case["path"], case["destination"]])
                 else:
                     weights = spec["good_model"] if tool == "predict_video" else case["path"]
                     videos = [case["path"]] if tool == "predict_video" else [os.path.join(root, "huge.avi")]

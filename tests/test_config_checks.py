@@ -2,7 +2,7 @@
 import pytest
 
 from configs import base2novel, few_shot, fully_supervised, retrieval, zeroshot
-from vifi_jax.evaluators import classification
+from vifi_jax.evaluators import job
 from vifi_jax.runtime import config_checks
 from vifi_jax.train import loop
 
@@ -36,5 +36,5 @@ def test_training_and_evaluation_check_before_any_work(tmp_path):
     config = zeroshot.get_config("smoke")
     config.data.num_frames = 0
     with pytest.raises(config_checks.ConfigError, match="data.num_frames=0"):
-        classification.run_evaluation(config, str(tmp_path / "e"))
+        job.run(config, str(tmp_path / "e"))
     assert not (tmp_path / "t").exists() and not (tmp_path / "e").exists()

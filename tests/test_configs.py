@@ -3,7 +3,7 @@ prompts; one or two eval sets; accumulation; multi-view final evaluation) run a 
 import pytest
 
 from configs import base2novel, common, few_shot, fully_supervised, retrieval, zeroshot
-from vifi_jax.evaluators import classification
+from vifi_jax.evaluators import job
 from vifi_jax.train import loop
 
 FULL = [(zeroshot, a) for a in ("", "train", "train,use=image", "train,use=text", "dataset=hmdb51", "dataset=ucf101",
@@ -81,7 +81,7 @@ def test_smoke_config_trains_one_step(module, arg, tmp_path):
 
 @pytest.mark.parametrize("module,arg", SMOKE_EVAL, ids=map(name, SMOKE_EVAL))
 def test_smoke_config_evaluates(module, arg, tmp_path):
-    results = classification.run_evaluation(module.get_config(arg), str(tmp_path))
+    results = job.run(module.get_config(arg), str(tmp_path))
     assert results["final"] and all(0 <= m["top1"] <= 100 for m in results["final"].values())
     if len(results["final"]) == 3:
         assert set(results["summary"]) == {"top1_mean", "top1_std", "std"}

@@ -155,17 +155,17 @@ def test_not_a_clip_checkpoint_and_resnet_are_refused(tmp_path):
 def test_cli_converts_both_ways_and_reports_errors_in_one_line(openai_model, tmp_path, capsys):
     reference = perturbed_reference(openai_model)
     archive = write_openai_jit_archive(reference, openai_model, tmp_path / "clip.pt")
-    assert convert_command.main([str(archive), str(tmp_path / "model")]) == 0
-    assert convert_command.main([str(tmp_path / "model"), str(tmp_path / "out.pth"), "--layout", "openai"]) == 0
+    assert convert_command.run([str(archive), str(tmp_path / "model")]) == 0
+    assert convert_command.run([str(tmp_path / "model"), str(tmp_path / "out.pth"), "--layout", "openai"]) == 0
     written = capsys.readouterr().out.splitlines()
     total = sum(v.numel() for k, v in reference.state_dict().items())
     assert written == [f"wrote {tmp_path / 'model'}: {total:,} parameters",
                        f"wrote {tmp_path / 'out.pth'}: {total:,} parameters"]
     _, vifi_ckpt = official_checkpoint(reference, tmp_path / "v.pth")
     # --clip-weights: the earlier spelling of --clip_weights
-    assert convert_command.main([str(vifi_ckpt), str(tmp_path / "v_dir"), "--clip-weights", str(archive)]) == 0
+    assert convert_command.run([str(vifi_ckpt), str(tmp_path / "v_dir"), "--clip-weights", str(archive)]) == 0
     with pytest.raises(SystemExit) as exit_code:
-        convert_command.main([str(vifi_ckpt), str(tmp_path / "v_dir2")])
+        convert_command.run([str(vifi_ckpt), str(tmp_path / "v_dir2")])
     err = capsys.readouterr().err
     assert exit_code.value.code == 1 and err.startswith("error: ") and "--clip_weights" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -231,17 +231,17 @@ def test_openai_name_loads_through_the_cache(openai_model, tmp_path, monkeypatch
 def test_destinations_safetensors_and_overwrite(openai_model, tmp_path, capsys):
     reference = perturbed_reference(openai_model)
     torch.save(reference.state_dict(), tmp_path / "clip.pth")
-    assert convert_command.main([str(tmp_path / "clip.pth"), str(tmp_path / "clip.safetensors")]) == 0
+    assert convert_command.run([str(tmp_path / "clip.pth"), str(tmp_path / "clip.safetensors")]) == 0
     assert os.path.isfile(tmp_path / "clip.safetensors")  # a file, not a directory named .safetensors
     _, params = convert.read(tmp_path / "clip.safetensors")
     flat = traverse_util.flatten_dict(params, sep="/")
     assert_states_equal(convert.flat_to_openai(flat), state_dict_numpy(reference))
-    assert convert_command.main([str(tmp_path / "clip.pth"), str(tmp_path / "model")]) == 0
+    assert convert_command.run([str(tmp_path / "clip.pth"), str(tmp_path / "model")]) == 0
     with pytest.raises(SystemExit):
-        convert_command.main([str(tmp_path / "clip.safetensors"), str(tmp_path / "model")])
+        convert_command.run([str(tmp_path / "clip.safetensors"), str(tmp_path / "model")])
     assert "pass --overwrite" in capsys.readouterr().err
-    assert convert_command.main([str(tmp_path / "clip.safetensors"), str(tmp_path / "model"), "--overwrite"]) == 0
+    assert convert_command.run([str(tmp_path / "clip.safetensors"), str(tmp_path / "model"), "--overwrite"]) == 0
     assert sorted(os.listdir(tmp_path)) == ["clip.pth", "clip.safetensors", "model"]  # no staging left behind
     with pytest.raises(SystemExit):
-        convert_command.main([str(tmp_path / "clip.pth"), str(tmp_path / "clip.safetensors")])
+        convert_command.run([str(tmp_path / "clip.pth"), str(tmp_path / "clip.safetensors")])
     assert "exists; pass --overwrite" in capsys.readouterr().err

@@ -10,7 +10,9 @@ import pytest
 
 from conftest import TINY
 from data_pipelines import synthetic
-from vifi_jax import api, explain, extract
+from data_pipelines import transforms
+from vifi_jax import api, explain
+from vifi_jax.runtime import encoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,20 +31,23 @@ def model_and_video(tmp_path_factory):
     return api.init("ViT-B/16", seed=4, **TINY), sorted(str(p) for p in (root / "train").iterdir())[0], root
 
 
-def test_maps_and_frame_contributions(model_and_video):
+def test_one_pass_gives_maps_and_frame_contributions_that_add_up_to_the_logit(model_and_video):
     model, path, _ = model_and_video
-    frames, _ = extract.test_view(path, 4, 32)
-    maps = explain.relevance_maps(model, frames[0])
-    assert maps.shape == (4, 4, 4) and np.allclose(maps.max(axis=(1, 2)), 1) and (maps >= 0).all()
+    crops, _ = encoder.read_test_view(path, 4, 32)
+    frames = transforms.normalize(crops)
     _, state = model.module.apply({"params": model.params}, frames[0], method="encode_image", mutable=["intermediates"])
     attention = np.asarray(state["intermediates"]["visual"]["transformer"]["resblocks_0"]["attn"]["attention"][0])
     assert attention.shape == (4, 17, 17) and np.allclose(attention.sum(-1), 1, atol=1e-5)
     plain = model.module.apply({"params": model.params}, frames[0], method="encode_image")
     np.testing.assert_array_equal(plain, model.module.apply({"params": model.params}, frames[0], method="encode_image",
                                                             mutable=["intermediates"])[0])  # sowing changes nothing
-    text = model.encode_text(["a red square"])
-    share = explain.frame_contributions(model, frames[0], text[0])
-    assert share.shape == (4,) and float(share.sum()) == pytest.approx(float(model.logits(frames, text)[0, 0]), rel=1e-5)
+    text = model.encode_text(["a red square", "a green circle"])
+    logits, share, maps, top = explain.explain_frames(model, frames[0], text)
+    assert maps.shape == (4, 4, 4) and np.allclose(maps.max(axis=(1, 2)), 1) and (maps >= 0).all()
+    reference = np.asarray(model.logits(frames, text))[0]  # the model's own scoring, computed separately
+    np.testing.assert_allclose(logits, reference, rtol=1e-5)
+    assert top == int(np.argmax(reference)) and share.shape == (4,)
+    assert float(share.sum()) == pytest.approx(float(reference[top]), rel=1e-5)
 
 
 def test_cli_writes_a_picture_and_numbers_per_video(model_and_video, tmp_path):

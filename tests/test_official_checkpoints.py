@@ -16,6 +16,7 @@ import official
 import vifi_jax
 from conftest import perturbed_reference, relative_error
 from data_pipelines import synthetic
+from vifi_jax import convert as convert_command
 from vifi_jax import tokenizer
 from vifi_jax.weights import convert
 
@@ -50,8 +51,8 @@ def test_load_scores_like_the_official_model(checkpoints, kind):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_convert_reads_and_writes_back_the_official_layout_bit_exactly(checkpoints, kind, tmp_path, capsys):
     (model, path), clip_weights = checkpoints[0][kind], checkpoints[1]
-    assert convert.main([str(path), str(tmp_path / "dir"), "--clip_weights", str(clip_weights)]) == 0
-    assert convert.main([str(tmp_path / "dir"), str(tmp_path / "back.pth")]) == 0
+    assert convert_command.run([str(path), str(tmp_path / "dir"), "--clip_weights", str(clip_weights)]) == 0
+    assert convert_command.run([str(tmp_path / "dir"), str(tmp_path / "back.pth")]) == 0
     report = capsys.readouterr().out
     back = torch.load(tmp_path / "back.pth", weights_only=True)["model"]
     want = {k: v for k, v in official.DistributedDataParallelKeys(model).state_dict().items()

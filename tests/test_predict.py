@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import TINY
+from conftest import TINY, perturbed_reference
 from data_pipelines import synthetic
-from vifi_jax import api, predict
+from vifi_jax import api
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,25 +30,49 @@ def model_and_videos(tmp_path_factory):
     return str(weights), videos, root
 
 
-def test_predict_classifies_each_video_and_reports_bad_ones(model_and_videos, tmp_path):
-    weights, videos, root = model_and_videos
+def reference_probabilities(reference, tokenizer, frames, names):
+    """OpenAI's clip/model.py on the same weights: each frame through encode_image, the mean over frames,
+    "a photo of a {name}." at 77 tokens through encode_text, softmax of logit_scale · cosine."""
+    import torch
+    sot, eot = tokenizer.encoder["<|startoftext|>"], tokenizer.encoder["<|endoftext|>"]
+    ids = torch.zeros(len(names), 77, dtype=torch.long)
+    for row, name in enumerate(names):
+        tokens = [sot] + tokenizer.encode(f"a photo of a {name}.") + [eot]
+        ids[row, :len(tokens)] = torch.tensor(tokens)
+    with torch.no_grad():
+        images = torch.from_numpy(np.asarray(frames[0])).permute(0, 3, 1, 2)
+        video = reference.encode_image(images).mean(0, keepdim=True)
+        video, text = video / video.norm(dim=-1, keepdim=True), reference.encode_text(ids)
+        text = text / text.norm(dim=-1, keepdim=True)
+        return torch.softmax(reference.logit_scale.exp() * video @ text.T, dim=-1)[0].numpy()
+
+
+def test_predict_matches_openais_model_and_reports_bad_videos(model_and_videos, openai_model, openai_tokenizer,
+                                                              tmp_path):
+    import torch
+    _, videos, root = model_and_videos
+    reference = perturbed_reference(openai_model, seed=7)
+    torch.save(reference.state_dict(), tmp_path / "clip.pth")
     names = synthetic.class_names(3)
-    code, out, err = run(f"--weights={weights}", f"--labels={','.join(names)}", "--top_k=2", "--num_frames=4",
-                         "--json", *videos, str(tmp_path / "missing.mp4"))
+    code, out, err = run(f"--weights={tmp_path / 'clip.pth'}", f"--labels={','.join(names)}", "--top_k=2",
+                         "--num_frames=4", "--json", *videos, str(tmp_path / "missing.mp4"))
     assert code == 1, err[-3000:]  # one video failed, the others were classified
     results = [json.loads(line) for line in out.splitlines()]  # JSON Lines: one video per line
     assert [r["video"] for r in results] == videos + [str(tmp_path / "missing.mp4")]
-    model = api.load(weights)
     for r, video in zip(results[:3], videos):
-        logits = np.asarray(model.logits(api.load_video(video, 4, 32), model.class_texts(names)))[0]
-        want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-        assert [x["label"] for x in r["labels"]] == [names[i] for i in np.argsort(-want)[:2]]
+        want = reference_probabilities(reference, openai_tokenizer, api.load_video(video, 4, 32), names)
+        assert [x["label"] for x in r["labels"]] == [names[i] for i in np.argsort(-want, kind="stable")[:2]]
         np.testing.assert_allclose([x["probability"] for x in r["labels"]], np.sort(want)[::-1][:2], atol=1e-5)
     assert "does not exist" in results[3]["error"]
-    code, out, _ = run(f"--weights={weights}", f"--labels_file={root / 'labels.csv'}", "--num_frames=4", videos[0])
+    code, out, _ = run(f"--weights={tmp_path / 'clip.pth'}", f"--labels_file={root / 'labels.csv'}",
+                       "--num_frames=4", videos[0])
     assert code == 0 and out.startswith(videos[0]) and "%" in out
-    direct = predict.predict(model, videos[:1], names, top_k=3, num_frames=4)
-    assert np.isclose(sum(x["probability"] for x in direct[0]["labels"]), 1.0, atol=1e-5)
+
+
+def test_repeated_labels_are_refused_as_a_label_csv_would_be(model_and_videos):
+    weights, videos, _ = model_and_videos
+    code, out, err = run(f"--weights={weights}", "--labels=a,a,b", videos[0])
+    assert code == 2 and out == "" and "name 'a' more than once" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("weights,expected", [
@@ -64,4 +88,5 @@ def test_a_weights_problem_is_one_line(model_and_videos, weights, expected):
 def test_top_k_below_one_is_a_usage_error(model_and_videos):
     weights, videos, _ = model_and_videos
     code, out, err = run(f"--weights={weights}", "--labels=a,b", "--top_k=0", videos[0])
-    assert code != 0 and out == "" and "--top_k must be at least 1, got 0" in err and "Traceback" not in err
+    assert code == 2 and out == "" and "--top_k=0: 0 is not a positive integer" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1  # one line, not the whole --help

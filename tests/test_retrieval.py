@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vifi_jax.evaluators import retrieval
+from vifi_jax.evaluators import job, retrieval
 
 
 def test_ranks_recalls_and_median_worked_by_hand():
@@ -41,7 +41,7 @@ def test_the_retrieval_job_on_generated_clips_and_on_caption_files(tmp_path, syn
 
     from configs import retrieval as retrieval_config
     from data_pipelines import datasets
-    results = retrieval.run_retrieval(retrieval_config.get_config("smoke"), str(tmp_path / "smoke"))
+    results = job.run(retrieval_config.get_config("smoke"), str(tmp_path / "smoke"))
     found = results["final"]["retrieval"]
     assert found["videos"] == found["captions"] == 8 and found["unreadable"] == []
     assert set(found["t2v"]) == {"R1", "R5", "R10", "MdR", "MnR"} and 1 <= found["t2v"]["MdR"] <= 8
@@ -60,11 +60,11 @@ def test_the_retrieval_job_on_generated_clips_and_on_caption_files(tmp_path, syn
     config = retrieval_config.get_config("smoke")
     config.data.source, config.data.root = "files", str(tmp_path / "videos")
     config.retrieval.captions = str(tmp_path / "msrvtt.csv")
-    found = retrieval.run_retrieval(config, str(tmp_path / "csv"))["final"]["retrieval"]
+    found = job.run(config, str(tmp_path / "csv"))["final"]["retrieval"]
     assert found["videos"] == 4 and found["captions"] == 5
     assert [v["file"].endswith("video9.mp4") for v in found["unreadable"]] == [True]
     assert found["t2v"]["R1"] <= 80.0 and found["t2v"]["MnR"] >= 1 + 3 / 5  # its caption ranks it last (4th)
     (tmp_path / "bad.csv").write_text("id,text\\n1,x\\n")
     config.retrieval.captions = str(tmp_path / "bad.csv")
     with pytest.raises(datasets.DatasetError, match="expected columns video_id and caption"):
-        retrieval.run_retrieval(config, str(tmp_path / "bad"))
+        job.run(config, str(tmp_path / "bad"))

@@ -11,7 +11,7 @@ import pytest
 
 from configs import zeroshot
 from runs import EIGHT, losses, run_main
-from vifi_jax.evaluators import classification
+from vifi_jax.evaluators import job
 from vifi_jax.train import loop
 
 def test_tiny_clip_learns_the_synthetic_task_through_the_pipeline(tmp_path):
@@ -20,7 +20,7 @@ def test_tiny_clip_learns_the_synthetic_task_through_the_pipeline(tmp_path):
     c.train.batch_size, c.train.accumulation_steps, c.train.lr = 8, 1, 1e-3
     c.train.epochs, c.train.warmup_epochs = 20, 2
     c.eval.every_epochs, c.checkpoint.every_steps, c.log_every = 100, 80, 40
-    before = classification.run_evaluation(c, str(tmp_path / "before"))["final"]["val"]["top1"]
+    before = job.run(c, str(tmp_path / "before"))["final"]["val"]["top1"]
     results = loop.train_and_evaluate(c, str(tmp_path / "run"))
     after = results["final"]["val"]["top1"]
     assert len(results["history"]) == 160

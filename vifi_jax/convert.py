@@ -9,31 +9,42 @@ DST: a directory (vifi_jax checkpoint), a `.pth`/`.pt` file in `--layout`, or a 
 (OpenAI names). An existing destination is replaced only with --overwrite, and a directory that is not a
 vifi_jax model never.
 """
-import argparse
-import sys
+from absl import app, flags
 
 from data_pipelines import cli
-from vifi_jax.weights import convert
+from vifi_jax.cli import flags as cli_flags
+
+FLAGS = flags.FLAGS
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m vifi_jax.convert", description=__doc__.split("\n")[0])
-    parser.add_argument("src")
-    parser.add_argument("dst")
-    parser.add_argument("--clip_weights", "--clip-weights", dest="clip_weights",  # the second: an earlier spelling
-                        help="OpenAI CLIP weights for the token embedding of ViFi-CLIP files")
-    parser.add_argument("--layout", choices=convert.LAYOUTS, default="vifi", help="layout of a .pth/.pt destination")
-    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
-                        help="dtype of a .pth/.pt destination")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing destination file or model")
-    parser.add_argument("--verbose", action="store_true", help="print the traceback of an error")
-    args = parser.parse_args(argv)
-    try:
-        print(convert.convert(args.src, args.dst, args.clip_weights, args.layout, args.dtype, args.overwrite))
-    except Exception as error:  # noqa: BLE001 - every failure becomes one line (see vifi_jax.cli)
-        cli.fail(error, args.verbose)
+def define_flags():
+    if "layout" in FLAGS:  # defined already (run() called again in one process)
+        return
+    cli_flags.clip_weights()
+    cli_flags.alias("clip-weights", "clip_weights")  # the earlier spelling
+    flags.DEFINE_enum("layout", "vifi", ["openai", "vifi"], "Layout of a .pth/.pt destination.")
+    flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "dtype of a .pth/.pt destination.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing destination file or model.")
+
+
+def main(argv):
+    if len(argv) != 3:
+        raise app.UsageError("give SRC and DST")
+    from vifi_jax.weights import convert
+    print(convert.convert(argv[1], argv[2], FLAGS.clip_weights, FLAGS.layout, FLAGS.dtype, FLAGS.overwrite))
     return 0
 
 
+def run(argv):
+    """`python -m vifi_jax.convert` in this process (for tests and scripts): argv holds SRC, DST and flags."""
+    define_flags()
+    if "verbose" not in FLAGS:
+        flags.DEFINE_bool("verbose", False, "Print the traceback of an error, not just its one-line summary.")
+    FLAGS.unparse_flags()
+    remaining = cli.parse(["convert", *map(str, argv)])
+    return cli.guarded(main, lambda: FLAGS.verbose)(remaining)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()
+    cli.run(main, positional=True)

@@ -1,11 +1,11 @@
 """Which frames, and which parts of them, make a video match a label:
 
     python -m vifi_jax.explain --weights=W [--clip_weights=C] (--labels="a,b" | --labels_file=L) --out=DIR
-        [--num_frames=8] VIDEO...
+        [--num_frames=32] VIDEO...
 
 For each video (the official test view: TSN segment centres, short side 256, centre crop) and its top label,
 DIR/<video name>.png (prefixed with its position when two videos share a name) shows the sampled frames with a relevance heat-map over each, and <video name>.json
-holds the same numbers:
+holds the same numbers; the image tower runs once per video for all three:
   - frame contributions: the video–text logit is exp(logit_scale) · mean_t(f_t) · text / |mean_t(f_t)|, a sum
     over frames, so frame t contributes exp(logit_scale) · f_t · text / (T · |mean_t(f_t)|), exactly;
   - relevance maps: *attention rollout* (Abnar & Zuidema 2020) through the image tower — per layer the
@@ -13,19 +13,19 @@ holds the same numbers:
     weights on the patches. It is plain rollout, not the gradient-weighted variant of Chefer et al. 2021,
     so a map says where the frame's embedding draws from, for any label.
 """
-import functools
 import json
 import logging
 import os
 import sys
 
 import cv2
-import jax
 import numpy as np
 from absl import app, flags
 
-from data_pipelines import cli, datasets, transforms, video
+from data_pipelines import cli, transforms, video
 from vifi_jax import api
+from vifi_jax.cli import flags as cli_flags
+from vifi_jax.runtime import encoder
 
 FLAGS = flags.FLAGS
 METHOD = "attention rollout (Abnar & Zuidema 2020): head-mean attention + identity, rows renormalised, " \
@@ -33,12 +33,10 @@ METHOD = "attention rollout (Abnar & Zuidema 2020): head-mean attention + identi
 
 
 def define_flags():
-    flags.DEFINE_string("weights", "openai:ViT-B/16", "Model weights (see vifi_jax.load).")
-    flags.DEFINE_string("clip_weights", None, "OpenAI weights for official ViFi-CLIP .pth files (token embedding).")
-    flags.DEFINE_string("labels", None, "Comma-separated class names.")
-    flags.DEFINE_string("labels_file", None, "Label CSV with an 'id,name' header.")
-    flags.DEFINE_string("out", None, "Directory for the pictures and JSON files (created).")
-    flags.DEFINE_integer("num_frames", 8, "Frames sampled per video (TSN segment centres).")
+    cli_flags.weights()
+    cli_flags.labels()
+    cli_flags.out(help_text="Directory for the pictures and JSON files (created).")
+    cli_flags.num_frames()
 
 
 def rollout(attentions):
@@ -51,28 +49,29 @@ def rollout(attentions):
     return result
 
 
-@functools.lru_cache(maxsize=4)
-def _image_tower_with_attention(module):
-    """The image tower, jitted once per model, returning the attention weights it sows."""
-    return jax.jit(lambda p, x: module.apply({"params": p}, x, method="encode_image", mutable=["intermediates"]))
-
-
-def relevance_maps(model, frames):
-    """frames [T, H, W, 3] (normalised) -> per-frame relevance of each patch [T, grid, grid], max 1."""
-    _, state = _image_tower_with_attention(model.module)(model.params, frames)
-    blocks = state["intermediates"]["visual"]["transformer"]
-    layers = [np.asarray(blocks[f"resblocks_{i}"]["attn"]["attention"][0]) for i in range(len(blocks))]
-    attentions = np.stack(layers, axis=1)  # [T, layers, L, L]
-    grid = model.config["image_resolution"] // model.config["vision_patch_size"]
-    maps = np.stack([rollout(a)[0, 1:1 + grid * grid] for a in attentions]).reshape(-1, grid, grid)
+def relevance_maps(attention, grid):
+    """Head-mean attention [layers, T, L, L] -> per-frame relevance of each patch [T, grid, grid], max 1."""
+    maps = np.stack([rollout(a)[0, 1:1 + grid * grid] for a in attention.transpose(1, 0, 2, 3)])
+    maps = maps.reshape(-1, grid, grid)
     return maps / maps.max(axis=(1, 2), keepdims=True)
 
 
-def frame_contributions(model, frames, text_feature):
-    """Each frame's exact share of the video–text logit (they sum to it)."""
-    per_frame = np.asarray(model.encode_frames(frames[None]))[0]
+def frame_contributions(logit_scale, per_frame, text_feature):
+    """Each frame's exact share of the video–text logit exp(logit_scale) · mean_t(f_t) · text / |mean_t(f_t)|
+    (they sum to it), from the frames' projected embeddings [T, D]."""
     norm = np.linalg.norm(per_frame.mean(axis=0))
-    return float(model.logit_scale) * per_frame @ np.asarray(text_feature) / (len(per_frame) * norm)
+    return float(logit_scale) * per_frame @ np.asarray(text_feature) / (len(per_frame) * norm)
+
+
+def explain_frames(model, frames, text):
+    """Normalised frames [T, H, W, 3] through the image tower once -> (logits [N], each frame's contribution
+    to the top label's logit [T], relevance maps [T, grid, grid], the top label's index)."""
+    per_frame, attention = model.encoder.frames_with_attention(frames)
+    video_feature = per_frame.mean(axis=0)
+    logits = np.asarray(model.encoder.scores((video_feature / np.linalg.norm(video_feature))[None], text))[0]
+    top = int(np.argmax(logits))
+    grid = model.config["image_resolution"] // model.config["vision_patch_size"]
+    return logits, frame_contributions(model.logit_scale, per_frame, text[top]), relevance_maps(attention, grid), top
 
 
 def overlay(crop, relevance):
@@ -82,18 +81,14 @@ def overlay(crop, relevance):
     return cv2.addWeighted(crop, 0.55, coloured, 0.45, 0)
 
 
-def explain_video(model, path, names, text, out, num_frames=8, stem=None):
+def explain_video(model, path, names, text, out, num_frames=32, stem=None):
     """Write <out>/<stem>.png and .json for one video (stem: the file name without extension); returns the
     JSON content."""
-    size = model.config["image_resolution"]
-    crops, indices = api.read_test_view(path, num_frames, size)  # decoded once: pixels for the picture
-    normalised, crops = transforms.normalize(crops), crops[0]
-    logits = np.asarray(model.logits(normalised, text))[0]
+    crops, indices = encoder.read_test_view(path, num_frames, model.config["image_resolution"])  # decoded once
+    logits, contributions, maps, top = explain_frames(model, transforms.normalize(crops)[0], text)
+    crops = crops[0]
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()
-    top = int(np.argmax(logits))
-    contributions = frame_contributions(model, normalised[0], text[top])
-    maps = relevance_maps(model, normalised[0])
     stem = stem or os.path.splitext(os.path.basename(path))[0]
     row = np.concatenate([overlay(c, m) for c, m in zip(crops, maps)], axis=1)
     caption = np.full((28, row.shape[1], 3), 255, np.uint8)
@@ -114,10 +109,7 @@ def main(argv):
     paths = argv[1:]
     if not paths or not FLAGS.out:
         raise app.UsageError("give --out and one or more videos")
-    if bool(FLAGS.labels) == bool(FLAGS.labels_file):
-        raise app.UsageError("give exactly one of --labels or --labels_file")
-    names = datasets.read_labels(FLAGS.labels_file) if FLAGS.labels_file else \
-        [n.strip() for n in FLAGS.labels.split(",") if n.strip()]
+    names = cli_flags.label_names()
     model = api.load(FLAGS.weights, FLAGS.clip_weights)
     text = model.encode_text(model.class_texts(names))
     os.makedirs(FLAGS.out, exist_ok=True)
@@ -138,4 +130,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    cli.run_absl(main)
+    cli.run(main, positional=True)

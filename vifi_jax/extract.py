@@ -10,18 +10,18 @@ mean over frames is `encode_video`):
           centres, short side 256, centre crop 224, ImageNet statistics);
   frame   the `num_frames` sampled frames of that view, one row each;
   window  every `window` consecutive frames of the whole video, every `stride` frames, mean-pooled (the
-          snippet features temporal-localisation methods take).
+          snippet features temporal-localisation methods take), plus one window ending at the last frame when
+          the strides leave frames after the last window, so every frame is covered; each video is decoded
+          once, front to back.
 
-DIR/manifest.jsonl has one JSON object per input, in input order: {"video", "file", "row", "rows"} (the
-block is rows [row, row + rows) of the .npy shard `file`; video level: rows = 1) plus "frames" (frame level:
-the sampled frame indices) or "windows" (window level: [start, end) frame ranges), and "label" (the class
-a --list_file gives the video); or {"video", "error"}
-for a video that could not be read. Shards `features-*.npy` hold `shard_size` inputs each; a finished shard
-is kept, so a rerun of the same command continues where it stopped (DIR/settings.json records the settings,
-and a rerun with other ones is refused). With several JAX processes each
-extracts every P-th input and process 0 writes the manifest.
+DIR is a feature store (`vifi_jax/features.py` describes its files): manifest.jsonl has one JSON object per
+input, in input order: {"video", "file", "row", "rows"} (rows [row, row + rows) of the .npy shard `file`;
+video level: rows = 1) plus "frames" (frame level: the sampled frame indices) or "windows" (window level:
+[start, end) frame ranges), and "label" (the class a --list_file gives the video); or {"video", "error"} for
+a video that could not be read. A finished shard is kept, so a rerun of the same command continues where it
+stopped (DIR/settings.json records the settings, which `search` also uses, and a rerun with other ones is
+refused). With several JAX processes each extracts every P-th input and process 0 writes the manifest.
 """
-import json
 import logging
 import os
 import sys
@@ -32,43 +32,33 @@ import numpy as np
 from absl import app, flags
 
 from data_pipelines import cli, datasets, transforms, video
-from vifi_jax import api
-from vifi_jax.runtime import sharding
+from vifi_jax import api, features
+from vifi_jax.cli import flags as cli_flags
 from vifi_jax.models import clip
+from vifi_jax.runtime import encoder
 
 FLAGS = flags.FLAGS
-LEVELS = ("video", "frame", "window")
-MANIFEST = "manifest.jsonl"
-FRAMES_PER_CHUNK = 64  # window level: frames decoded and encoded at a time
 
 
 def define_flags():
-    flags.DEFINE_string("weights", "openai:ViT-B/16", "Model weights (see vifi_jax.load).")
-    flags.DEFINE_string("clip_weights", None, "OpenAI weights for official ViFi-CLIP .pth files (token embedding).")
-    flags.DEFINE_string("out", None, "Output directory (created).")
-    flags.DEFINE_enum("level", "video", LEVELS, "video, frame or window features.")
-    flags.DEFINE_integer("window", 16, "Window level: consecutive frames per window.")
-    flags.DEFINE_integer("stride", 4, "Window level: frames between window starts.")
-    flags.DEFINE_integer("num_frames", 32, "Video and frame levels: frames sampled per video (TSN centres).")
+    cli_flags.weights()
+    cli_flags.out()
+    flags.DEFINE_enum("level", "video", features.LEVELS, "video, frame or window features.")
+    flags.DEFINE_integer("window", 16, "Window level: consecutive frames per window.", lower_bound=1)
+    flags.DEFINE_integer("stride", 4, "Window level: frames between window starts.", lower_bound=1)
+    cli_flags.num_frames("Video and frame levels: frames sampled per video (the centres of this many equal "
+                         "segments, TSN).")
     flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "Stored feature dtype.")
-    flags.DEFINE_integer("shard_size", 1000, "Inputs per .npy shard (the unit a rerun resumes from).")
-    flags.DEFINE_integer("batch_size", 8, "Video and frame levels: videos encoded together.")
+    flags.DEFINE_integer("shard_size", 1000, "Inputs per .npy shard (the unit a rerun resumes from).", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 8, "Video and frame levels: videos encoded together.", lower_bound=1)
     flags.DEFINE_string("list_file", None, "An official list file (`path label` lines) naming the videos.")
     flags.DEFINE_string("root", "", "Prefix of the list file's paths.")
     flags.DEFINE_string("texts", None, "Comma-separated texts: export text features instead of video features.")
-    flags.DEFINE_string("labels_file", None, "A label CSV (id,name): export the features of the texts the model "
-                        "scores these classes by.")
-    sharding.define_process_flags()
+    cli_flags.labels_file("A label CSV (id,name): export the features of the texts the model scores these classes by.")
+    cli_flags.processes()
 
 
-class ExtractError(ValueError):
-    """Inputs or an output directory that cannot be used."""
-
-
-def test_view(path, num_frames, size):
-    """(normalised frames [1, T, size, size, 3], the frame indices sampled): `vifi_jax.load_video`'s view."""
-    crops, indices = api.read_test_view(path, num_frames, size)
-    return transforms.normalize(crops), indices
+ExtractError = features.FeatureStoreError
 
 
 def _normalized(x):
@@ -84,27 +74,18 @@ def _rows(per_frame, indices, level):
 def video_rows(model, path, level, num_frames=32, window=16, stride=4):
     """(rows [n, D], extra manifest fields) of one video at `level`."""
     size = model.config["image_resolution"]
-    if level in ("video", "frame"):
-        frames, indices = test_view(path, num_frames, size)
-        return _rows(np.asarray(model.encode_frames(frames))[0], indices, level)
-    total = video.count_frames(path)
-    if total < window:
-        raise video.VideoError(path, f"{total} frames, fewer than one window of {window}", kind="unreadable")
-    embeddings = []
-    for start in range(0, total, FRAMES_PER_CHUNK):
-        frames = video.read_frames(path, range(start, min(start + FRAMES_PER_CHUNK, total)))
-        crops = transforms.normalize(transforms.test_transform(frames, size, 1))
-        embeddings.append(np.asarray(model.encode_frames(crops)[0]))
-    embeddings = np.concatenate(embeddings)
-    starts = range(0, total - window + 1, stride)
-    rows = np.stack([embeddings[s:s + window].mean(axis=0) for s in starts])
-    return _normalized(rows), {"windows": [[s, s + window] for s in starts]}
+    if level == "window":
+        rows, windows = model.encoder.windows(path, window, stride, size)
+        return rows, {"windows": windows}
+    crops, indices = encoder.read_test_view(path, num_frames, size)
+    return _rows(np.asarray(model.encode_frames(transforms.normalize(crops)))[0], indices, level)
 
 
 def encode_videos(model, paths, level, num_frames, window, stride, batch_size, done=lambda: None):
     """[(rows, extra fields) or (None, error text)] per path, in order. Video and frame levels encode
     `batch_size` videos' views at a time; a video that cannot be read is its own error."""
     results, pending = [None] * len(paths), []
+    size = model.config["image_resolution"]
 
     def encode_pending():
         if not pending:
@@ -124,8 +105,8 @@ def encode_videos(model, paths, level, num_frames, window, stride, batch_size, d
             if level == "window":
                 results[k] = video_rows(model, path, level, num_frames, window, stride)
             else:
-                frames, indices = test_view(path, num_frames, model.config["image_resolution"])
-                pending.append((k, frames, indices))
+                crops, indices = encoder.read_test_view(path, num_frames, size)
+                pending.append((k, transforms.normalize(crops), indices))
         except (video.VideoError, OSError, ValueError, MemoryError, cv2.error) as error:
             results[k] = (None, cli.describe(error))
         if len(pending) >= batch_size:
@@ -135,84 +116,34 @@ def encode_videos(model, paths, level, num_frames, window, stride, batch_size, d
     return results
 
 
-def _shard_name(process, index):
-    return f"features-p{process}-{index:05d}.npy"
-
-
-def _entries(out, process):
-    """The manifest entries process `process` has written, in its input order."""
-    path = os.path.join(out, f"manifest-p{process}.partial.jsonl")
-    if not os.path.exists(path):
-        return []
-    entries = []
-    with open(path) as f:
-        for line in f:
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill: it and what follows are redone
-                break
-    return entries
-
-
-SETTINGS = "settings.json"
-
-
-def _check_settings(out, settings):
-    """A rerun continues only what the same settings wrote; anything else would mix features silently."""
-    path = os.path.join(out, SETTINGS)
-    settings = json.loads(json.dumps(settings))
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-        if changed:
-            raise ExtractError(f"{out} holds features made with other settings ({', '.join(changed)} differ); use "
-                               "another --out, or the same settings to continue it")
-    elif jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump(settings, f, indent=1)
-
-
-def _finished(out, process, shard_size):
-    """The entries of this process's whole shards whose files exist: where a rerun continues."""
-    entries = _entries(out, process)
-    missing = [i for i, e in enumerate(entries) if "file" in e and not os.path.exists(os.path.join(out, e["file"]))]
-    kept = missing[0] if missing else len(entries)
-    return entries[:kept // shard_size * shard_size]
+def settings_of(model, level, num_frames, window, stride, dtype, shard_size, texts, source=None):
+    """What a store records about how its features were made (`features.SETTINGS`); `source` is where the
+    weights were loaded from ({"weights", "clip_weights"}), so that search can load them again."""
+    return {"level": level, "num_frames": num_frames, "window": window, "stride": stride, "dtype": dtype,
+            "shard_size": shard_size, "texts": bool(texts), "processes": jax.process_count(), "model": model.config,
+            "weights": model.fingerprint, "weights_source": source}
 
 
 def extract(model, inputs, out, level="video", num_frames=32, window=16, stride=4, dtype="float32",
-            shard_size=1000, texts=False, labels=None, batch_size=8):
-    """Write features of `inputs` (video paths, or texts with `texts=True`) under `out`; returns the
-    manifest entries of all inputs, in order (with each video's class `label` where `labels` are given,
-    e.g. from a list file). Resumes from the finished shards of an earlier run."""
+            shard_size=1000, texts=False, labels=None, batch_size=8, source=None):
+    """Write features of `inputs` (video paths, or texts with `texts=True`) under `out` (`vifi_jax.features`);
+    returns the manifest entries of all inputs, in order (with each video's class `label` where `labels` are
+    given, e.g. from a list file). Resumes from the finished shards of an earlier run."""
     if not inputs:
         raise ExtractError("nothing to extract: give videos, a --list_file with lines, or texts")
-    if level not in LEVELS:
-        raise ExtractError(f"level must be one of {LEVELS}, got {level!r}")
+    if level not in features.LEVELS:
+        raise ExtractError(f"level must be one of {features.LEVELS}, got {level!r}")
     if min(window, stride, num_frames, shard_size, batch_size) < 1:
         raise ExtractError("window, stride, num_frames, shard_size and batch_size must be at least 1")
-    os.makedirs(out, exist_ok=True)
-    _check_settings(out, {"level": level, "num_frames": num_frames, "window": window, "stride": stride,
-                          "dtype": dtype, "shard_size": shard_size, "texts": bool(texts),
-                          "processes": jax.process_count(), "model": model.config})
-    process, count = jax.process_index(), jax.process_count()
-    mine = list(range(process, len(inputs), count))
-    done = _finished(out, process, shard_size)
-    if any(e["video" if not texts else "text"] != inputs[i] for e, i in zip(done, mine)):
-        raise ExtractError(f"{out} holds features of other inputs; use another --out")
-    partial = os.path.join(out, f"manifest-p{process}.partial.jsonl")
-    with open(partial, "w") as f:
-        f.writelines(json.dumps(e) + "\n" for e in done)
-    bar = cli.progress(len(mine), "extract", "text" if texts else "video", initial=len(done))
+    settings = settings_of(model, level, num_frames, window, stride, dtype, shard_size, texts, source)
+    writer = features.Writer(out, settings, inputs, "text" if texts else "video")
+    bar = cli.progress(len(writer.mine), "extract", "text" if texts else "video", initial=len(writer.done))
     try:
-        for shard_start in range(len(done), len(mine), shard_size):
-            batch = mine[shard_start:shard_start + shard_size]
-            name = _shard_name(process, shard_start // shard_size)
+        for index, batch in writer.pending():
             entries, rows, row = [], [], 0
             if texts:
                 rows.append(np.asarray(model.encode_text([inputs[i] for i in batch])))
-                entries = [{"text": inputs[i], "file": name, "row": k, "rows": 1} for k, i in enumerate(batch)]
+                entries = [{"text": inputs[i], "row": k, "rows": 1} for k, i in enumerate(batch)]
                 bar.update(len(batch))
             else:
                 encoded = encode_videos(model, [inputs[i] for i in batch], level, num_frames, window, stride,
@@ -221,32 +152,15 @@ def extract(model, inputs, out, level="video", num_frames=32, window=16, stride=
                     if block is None:
                         entries.append({"video": inputs[i], "error": extra})
                     else:
-                        entries.append({"video": inputs[i], "file": name, "row": row, "rows": len(block), **extra})
+                        entries.append({"video": inputs[i], "row": row, "rows": len(block), **extra})
                         rows.append(block)
                         row += len(block)
                     if labels is not None:
                         entries[-1]["label"] = int(labels[i])
-            if rows:
-                np.save(os.path.join(out, name + ".tmp.npy"), np.concatenate(rows).astype(dtype))
-                os.replace(os.path.join(out, name + ".tmp.npy"), os.path.join(out, name))
-            with open(partial, "a") as f:
-                f.writelines(json.dumps(e) + "\n" for e in entries)
+            writer.add_shard(index, entries, rows, dtype)
     finally:
         bar.close()
-    return _write_manifest(out, inputs, count)
-
-
-def _write_manifest(out, inputs, count):
-    if count > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("vifi_jax.extract: every process wrote its part")
-    parts = [_entries(out, p) for p in range(count)]
-    entries = [parts[i % count][i // count] for i in range(len(inputs))]
-    if jax.process_index() == 0:
-        with open(os.path.join(out, MANIFEST + ".tmp"), "w") as f:
-            f.writelines(json.dumps(e) + "\n" for e in entries)
-        os.replace(os.path.join(out, MANIFEST + ".tmp"), os.path.join(out, MANIFEST))
-    return entries
+    return writer.finish(len(inputs))
 
 
 def read_inputs(paths, list_file, root, texts, labels_file):
@@ -268,15 +182,16 @@ def main(argv):
     cli.configure_logging(logging.WARNING)
     if not FLAGS.out:
         raise app.UsageError("--out is required")
-    sharding.join_processes_from_flags()
+    cli_flags.join_processes()
     inputs, texts, labels = read_inputs(argv[1:], FLAGS.list_file, FLAGS.root, FLAGS.texts, FLAGS.labels_file)
     model = api.load(FLAGS.weights, FLAGS.clip_weights)
     if texts == "labels":
         inputs = model.class_texts(inputs)  # the texts the model scores classes by (template, or its prompts)
     entries = extract(model, list(inputs), FLAGS.out, FLAGS.level, FLAGS.num_frames, FLAGS.window, FLAGS.stride,
-                      FLAGS.dtype, FLAGS.shard_size, texts, labels, FLAGS.batch_size)
+                      FLAGS.dtype, FLAGS.shard_size, texts, labels, FLAGS.batch_size,
+                      {"weights": FLAGS.weights, "clip_weights": FLAGS.clip_weights})
     failed = sum("error" in e for e in entries)
-    print(f"wrote {len(entries) - failed} of {len(entries)} to {os.path.join(FLAGS.out, MANIFEST)}"
+    print(f"wrote {len(entries) - failed} of {len(entries)} to {os.path.join(FLAGS.out, features.MANIFEST)}"
           + (f"; {failed} could not be read (their errors are in the manifest)" if failed else ""))
     if failed:
         sys.exit(1)
@@ -284,4 +199,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    cli.run_absl(main)
+    cli.run(main, positional=True)

@@ -6,20 +6,16 @@ and the base/novel harmonic mean where they apply). The config is logged and sav
 `<workdir>/config.json`; results go to `<workdir>/results.json`.
 """
 import ast
-import importlib.util
 import json
 import logging
 import os
-import sys
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import cli
-from vifi_jax.evaluators import classification, retrieval
-from vifi_jax.runtime import config_checks, sharding, workdirs
-from vifi_jax.train import loop
+
+from vifi_jax.cli import flags as cli_flags
 
 log = logging.getLogger("vifi_jax.main")
 
@@ -49,7 +45,7 @@ config_flags.DEFINE_config_file(
     "zeroshot, few_shot:dataset=hmdb51,shots=2 or configs/base2novel.py:dataset=ucf101,split=2 (listed above).",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: workdirs/<config name>).")
-sharding.define_process_flags()
+cli_flags.processes()
 flags.DEFINE_bool("resume_changed_config", False, "Resume the checkpoints in --workdir even though this run's "
                   "config differs from theirs in fields that change results.")
 
@@ -63,24 +59,14 @@ def config_path(argument):
     if name not in shipped_configs():
         raise app.UsageError(f"--config={argument}: no shipped config {name!r}; give a file path or one of "
                              f"{', '.join(shipped_configs())}")
-    path = os.path.join(CONFIGS_DIR, name + ".py")
-    found = importlib.util.find_spec("configs")
-    where = os.path.dirname(found.origin) if found and found.origin else None
-    if where and os.path.realpath(where) != os.path.realpath(CONFIGS_DIR):
-        raise app.UsageError(f"a package named 'configs' in {where} shadows vifi_jax's own configs "
-                             f"({CONFIGS_DIR}); run from another directory or pass a file path")
-    return path + colon + arg
+    return os.path.join(CONFIGS_DIR, name + ".py") + colon + arg
 
 
-def resolve_config_flag(argv):
-    """argv with `--config=<name>` (or `--config <name>`) replaced by the shipped file's path."""
-    out = list(argv)
-    for i, item in enumerate(out):
-        if item.startswith("--config="):
-            out[i] = "--config=" + config_path(item[len("--config="):])
-        elif item == "--config" and i + 1 < len(out):
-            out[i + 1] = config_path(out[i + 1])
-    return out
+def resolve_config(argument):
+    """The --config flag's value as a file (absl parses the flags with this applied; sys.argv stays as given)."""
+    if argument.startswith("--config="):
+        return "--config=" + config_path(argument[len("--config="):])
+    return argument
 
 
 def default_workdir(config_argument):
@@ -90,29 +76,27 @@ def default_workdir(config_argument):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = FLAGS.config
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/zeroshot.py")
+    import jax
+    from vifi_jax.evaluators import job
+    from vifi_jax.runtime import config_checks, workdirs
+    from vifi_jax.train import loop
     config_checks.check(config)
-    sharding.join_processes_from_flags()
+    cli_flags.join_processes()
     workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
     os.makedirs(workdir, exist_ok=True)
     cli.configure_logging()
-    log.info("config:\n%s", config)
+    log.info("config:\n%s", "\n".join(f"  {key}: {json.dumps(value, sort_keys=True)}"
+                                       for key, value in config_checks.relevant(config).items()))
     log.info("workdir %s, %d process(es), %d device(s): %s", workdir, jax.process_count(), jax.device_count(),
-                 jax.devices()[0].device_kind)
+             jax.devices()[0].device_kind)
     if config.mode == "train":
         results = loop.train_and_evaluate(config, workdir, FLAGS.resume_changed_config)
-    elif config.mode in ("eval", "zeroshot"):
-        workdirs.save_config(workdir, config)
-        results = classification.run_evaluation(config, workdir)
-    elif config.mode == "retrieval":
-        workdirs.save_config(workdir, config)
-        results = retrieval.run_retrieval(config, workdir)
     else:
-        raise app.UsageError(f"config.mode must be train, eval, zeroshot or retrieval, got {config.mode!r}")
+        workdirs.save_config(workdir, config)
+        results = job.run(config, workdir)
     if results.get("note"):
         print(f"WARNING: {results['note']}")
     for name, m in (results.get("final") or {}).items():
@@ -129,8 +113,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        sys.argv = resolve_config_flag(sys.argv)
-    except app.UsageError as error:
-        sys.exit(f"error: {error}")
-    cli.run_absl(main)
+    cli.run(main, resolve=resolve_config)

@@ -21,33 +21,23 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from data_pipelines import cli, datasets, video
+from data_pipelines import cli, video
 from vifi_jax import api
+from vifi_jax.cli import flags as cli_flags
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """Command-line flags, defined only when run as a program (so importing never clashes)."""
-    flags.DEFINE_string("weights", "openai:ViT-B/16", "Model weights (see vifi_jax.load).")
-    flags.DEFINE_string("clip_weights", None, "OpenAI weights for official ViFi-CLIP .pth files (token embedding).")
-    flags.DEFINE_string("labels", None, "Comma-separated class names.")
-    flags.DEFINE_string("labels_file", None, "Label CSV with an 'id,name' header (the official labels/*.csv format).")
-    flags.DEFINE_integer("top_k", 5, "How many labels to show per video.")
-    flags.DEFINE_integer("num_frames", 32, "Frames sampled per video (TSN segment centres).")
+    """Command-line flags, defined only when run as a program (the shared ones are defined once, see cli.flags)."""
+    cli_flags.weights()
+    cli_flags.labels()
+    cli_flags.top_k()
+    cli_flags.num_frames()
     flags.DEFINE_enum("text_mode", None, ["template", "bare", "prompt"],
                       "Class text: 'a photo of a {}.' (template), the bare name, or through the model's learned "
                       "prompts (prompt). Default: prompt for a model with text prompts, template otherwise.")
-    flags.DEFINE_bool("json", False, "Print one JSON object per video and line (JSON Lines) instead of a table.")
-
-
-def read_label_names(labels, labels_file):
-    if bool(labels) == bool(labels_file):
-        raise app.UsageError("give exactly one of --labels or --labels_file")
-    names = datasets.read_labels(labels_file) if labels_file else [n.strip() for n in labels.split(",") if n.strip()]
-    if len(names) < 2:
-        raise app.UsageError("give at least two labels to choose between")
-    return names
+    cli_flags.json_output("Print one JSON object per video and line (JSON Lines) instead of a table.")
 
 
 def classify(model, paths, names, top_k=5, num_frames=32, text_mode=None):
@@ -69,11 +59,6 @@ def classify(model, paths, names, top_k=5, num_frames=32, text_mode=None):
         yield {"video": path, "labels": [{"label": names[i], "probability": float(probs[i])} for i in best]}
 
 
-def predict(model, paths, names, top_k=5, num_frames=32, text_mode=None):
-    """[{video, labels: [{label, probability}]} or {video, error}] in the order given."""
-    return list(classify(model, paths, names, top_k, num_frames, text_mode))
-
-
 def printable(text):
     """`text` on one line: control characters (a newline in a file name) are escaped, not printed."""
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
@@ -93,9 +78,7 @@ def main(argv):
     paths = argv[1:]
     if not paths:
         raise app.UsageError("give one or more video files")
-    if FLAGS.top_k < 1:
-        raise app.UsageError(f"--top_k must be at least 1, got {FLAGS.top_k}")
-    names = read_label_names(FLAGS.labels, FLAGS.labels_file)
+    names = cli_flags.label_names(at_least=2)
     model = api.load(FLAGS.weights, FLAGS.clip_weights, jnp.float32)
     failed = 0
     for result in classify(model, paths, names, FLAGS.top_k, FLAGS.num_frames, FLAGS.text_mode):
@@ -107,4 +90,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    cli.run_absl(main)
+    cli.run(main, positional=True)

@@ -5,51 +5,42 @@
 
 DIR is what `python -m vifi_jax.extract --level=video` wrote. A text query is encoded by the model (as is, or
 through the learned prompts of a prompting model); a video query is an exported video (its stored row) or any
-other file (encoded as `extract` does, which needs --weights). Videos rank by cosine similarity; the query
-video itself is left out.
+other file, encoded as the store's features were (its settings: frames per video), which needs --weights.
+The weights must be the ones the features were made with. Videos rank by cosine similarity; the query video
+itself is left out.
 """
 import json
 import logging
-import os
 
 import numpy as np
 from absl import app, flags
 
 from data_pipelines import cli
-from vifi_jax import api, extract
+from vifi_jax import api, features
+from vifi_jax.cli import flags as cli_flags
+from vifi_jax.models import clip
+from vifi_jax.runtime import encoder
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_string("features", None, "Directory written by `python -m vifi_jax.extract` (video level).")
+    cli_flags.features()
     flags.DEFINE_string("query", None, "Text to search for.")
     flags.DEFINE_string("video", None, "Video to find the nearest videos of.")
-    flags.DEFINE_string("weights", None, "Model weights (the ones the features were extracted with).")
-    flags.DEFINE_string("clip_weights", None, "OpenAI weights for official ViFi-CLIP .pth files (token embedding).")
-    flags.DEFINE_integer("top_k", 5, "How many videos to show.")
-    flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
+    cli_flags.weights(default=None, help_text="Model weights; default: the weights the features were exported with "
+                      "(as `extract --weights` named them).")
+    cli_flags.top_k()
+    cli_flags.json_output("Print one JSON object instead of a table.")
 
 
-class SearchError(ValueError):
-    """A features directory or query that cannot be searched."""
+SearchError = features.FeatureStoreError
 
 
 def load_index(directory):
-    """(video paths, features [N, D] float32) of a video-level export; unreadable videos are left out."""
-    path = os.path.join(directory, extract.MANIFEST)
-    if not os.path.isfile(path):
-        raise SearchError(f"{directory} has no {extract.MANIFEST}: export features first with "
-                          "`python -m vifi_jax.extract --level=video --out=DIR VIDEO...`")
-    with open(path) as f:
-        entries = [json.loads(line) for line in f if line.strip()]
-    entries = [e for e in entries if "video" in e and "file" in e]
-    if not entries:
-        raise SearchError(f"{path} lists no video features")
-    if any(e["rows"] != 1 for e in entries):
-        raise SearchError(f"{directory} holds frame or window features; search needs --level=video features")
-    shards = {name: np.load(os.path.join(directory, name)) for name in {e["file"] for e in entries}}
-    return [e["video"] for e in entries], np.stack([shards[e["file"]][e["row"]] for e in entries]).astype(np.float32)
+    """(video paths, features [N, D] float32) of a video-level store; unreadable videos are left out."""
+    store = features.read(directory, level="video")
+    return [e["video"] for e in store.entries], store.features
 
 
 def rank(index_features, query, top_k, exclude=None):
@@ -59,11 +50,25 @@ def rank(index_features, query, top_k, exclude=None):
     return [(i, float(scores[i])) for i in order[:top_k]]
 
 
+def same_model(settings, model):
+    """Whether `model` is the one a store's features were made with: its weights' fingerprint (stores made
+    before fingerprints were recorded: its CLIP fields)."""
+    if "weights" in settings:
+        return settings["weights"] == model.fingerprint
+    fields = lambda config: {k: v for k, v in config.items() if k not in clip.SWITCHES}
+    return fields(settings.get("model") or {}) == fields(json.loads(json.dumps(model.config)))
+
+
 def search(directory, top_k=5, query=None, video=None, model=None):
-    """[{video, score}] for a text `query` or a `video`, best first."""
+    """[{video, score}] for a text `query` or a `video`, best first. A query is encoded as the store's
+    features were made (its settings: the frames per video), by the model they were made with."""
     if (query is None) == (video is None):
         raise SearchError("give a text query or a video, not both")
-    paths, features = load_index(directory)
+    store = features.read(directory, level="video")
+    paths, index = [e["video"] for e in store.entries], store.features
+    if model is not None and not same_model(store.settings, model):
+        raise SearchError(f"{directory} was exported with another model (other weights); a query must be "
+                          "encoded by the same one: give the --weights the features were made with")
     exclude = None
     if query is not None:
         if model is None:
@@ -71,29 +76,39 @@ def search(directory, top_k=5, query=None, video=None, model=None):
         vector = np.asarray(model.encode_text(model.free_texts([query])))[0]
     elif video in paths:
         exclude = paths.index(video)
-        vector = features[exclude]
+        vector = index[exclude]
     else:
         if model is None:
             raise SearchError(f"{video} is not in {directory}; give --weights to encode it")
-        rows, _ = extract.video_rows(model, video, "video")
-        vector = rows[0]
-    return [{"video": paths[i], "score": score} for i, score in rank(features, vector, top_k, exclude)]
+        frames = encoder.load_video(video, store.settings["num_frames"], model.config["image_resolution"])
+        vector = np.asarray(model.encode_video(frames))[0]
+    return [{"video": paths[i], "score": score} for i, score in rank(index, vector, top_k, exclude)]
 
 
-def features_argument(argv):
-    """The --features directory of a command that takes no positional arguments (search, tsne)."""
+def features_argument():
+    """The --features directory of a command (search, tsne)."""
     cli.configure_logging(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.features:
         raise app.UsageError("--features is required")
     return FLAGS.features
 
 
+def weights_for(directory, weights, clip_weights):
+    """The model a query is encoded with: --weights, else the weights `extract` recorded in the store."""
+    if weights:
+        return api.load(weights, clip_weights)
+    settings = features.read_settings(directory)
+    source = settings.get("weights_source") or {}
+    if not source.get("weights"):
+        return None
+    return api.load(source["weights"], clip_weights or source.get("clip_weights"))
+
+
 def main(argv):
-    features_argument(argv)
-    model = api.load(FLAGS.weights, FLAGS.clip_weights) if FLAGS.weights else None
-    found = search(FLAGS.features, FLAGS.top_k, FLAGS.query, FLAGS.video, model)
+    directory = features_argument()
+    needs_model = FLAGS.query is not None or FLAGS.video not in load_index(directory)[0]
+    model = weights_for(directory, FLAGS.weights, FLAGS.clip_weights) if needs_model else None
+    found = search(directory, FLAGS.top_k, FLAGS.query, FLAGS.video, model)
     if FLAGS.json:
         print(json.dumps({"query": FLAGS.query, "video": FLAGS.video, "results": found}))
     else:
@@ -103,4 +118,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    cli.run_absl(main)
+    cli.run(main)

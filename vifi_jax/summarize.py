@@ -7,7 +7,8 @@ A RUN is a run's workdir or its results.json.
 """
 import json
 import os
-import sys
+
+from absl import app
 
 from data_pipelines import cli
 from vifi_jax.evaluators import metrics
@@ -20,9 +21,13 @@ class SummaryError(ValueError):
     """The runs given cannot be combined as asked."""
 
 
+def results_path(run):
+    return run if run.endswith(".json") else os.path.join(run, "results.json")
+
+
 def load(run):
     """The final metrics of one run: {set name: metrics}."""
-    path = run if run.endswith(".json") else os.path.join(run, "results.json")
+    path = results_path(run)
     if not os.path.isfile(path):
         raise SummaryError(f"{run}: no {'file' if run.endswith('.json') else 'results.json in that directory'}; "
                            "give a run's workdir (or its results.json) after it has finished")
@@ -68,13 +73,17 @@ def mean_over_runs(finals, runs=None):
 
 
 def main(argv):
-    args = [a for a in argv[1:] if a != "--verbose"]
-    if len(args) < 2 or args[0] not in MODES:
-        sys.exit(__doc__)
-    mode, runs = args[0], args[1:]
+    if len(argv) < 3 or argv[1] not in MODES:
+        raise app.UsageError(f"give a mode ({' or '.join(MODES)}) and one or more runs")
+    mode, runs = argv[1], argv[2:]
+    seen = {}
+    for run in runs:
+        same = seen.setdefault(os.path.realpath(results_path(run)), run)
+        if same != run:
+            raise SummaryError(f"{same} and {run} are the same run; give each run once")
     finals = [load(run) for run in runs]
     print(json.dumps(base2novel(finals, runs) if mode == "base2novel" else mean_over_runs(finals, runs), indent=1))
 
 
 if __name__ == "__main__":
-    cli.guarded(main, lambda: "--verbose" in sys.argv)(sys.argv)
+    cli.run(main, positional=True)

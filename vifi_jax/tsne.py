@@ -1,6 +1,6 @@
 """The t-SNE of exported video features, coloured by class (the paper's Figure 5):
 
-    python -m vifi_jax.tsne --features=DIR --out=tsne.png [--label_names=labels.csv] [--perplexity=30] [--seed=0]
+    python -m vifi_jax.tsne --features=DIR --out=tsne.png [--labels_file=labels.csv] [--perplexity=30] [--seed=0]
 
 DIR is a video-level export (`python -m vifi_jax.extract --list_file=...` records each video's class in the
 manifest; without one, a video's class is the name of its parent directory). Writes the PNG and, beside it,
@@ -14,42 +14,42 @@ import numpy as np
 from absl import flags
 
 from data_pipelines import cli, datasets
-from vifi_jax import extract, search
+from vifi_jax import features, search
+from vifi_jax.cli import flags as cli_flags
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_string("features", None, "Directory written by `python -m vifi_jax.extract` (video level).")
-    flags.DEFINE_string("out", "tsne.png", "PNG to write (and a .json beside it).")
-    flags.DEFINE_string("label_names", None, "Label CSV (id,name) naming the manifest's class numbers.")
+    cli_flags.features()
+    cli_flags.out("tsne.png", "PNG to write (and a .json beside it).")
+    cli_flags.labels_file("Label CSV (id,name) naming the manifest's class numbers.")
+    cli_flags.alias("label_names", "labels_file")  # the earlier spelling
     flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity (lowered to fit small sets).")
     flags.DEFINE_integer("seed", 0, "t-SNE random seed.")
 
 
-def classes(directory, paths, label_names=None):
-    """The class of each exported video: the manifest's label (named by `label_names`), else its folder."""
-    with open(os.path.join(directory, extract.MANIFEST)) as f:
-        labels = {e["video"]: e.get("label") for e in map(json.loads, f) if "file" in e}
+def classes(entries, label_names=None):
+    """The class of each stored video: its manifest label (named by `label_names`), else its folder."""
     names = datasets.read_labels(label_names) if label_names else None
     found = []
-    for path in paths:
-        label = labels.get(path)
+    for entry in entries:
+        label = entry.get("label")
         if label is None:
-            found.append(os.path.basename(os.path.dirname(path)) or "?")
+            found.append(os.path.basename(os.path.dirname(entry["video"])) or "?")
         else:
             found.append(names[label] if names and label < len(names) else str(label))
     return found
 
 
-def embed(features, perplexity=30.0, seed=0):
+def embed(vectors, perplexity=30.0, seed=0):
     """2-D t-SNE positions [N, 2] of L2-normalised features (cosine geometry)."""
     from sklearn.manifold import TSNE
-    if len(features) < 3:
-        raise search.SearchError(f"t-SNE needs at least 3 videos, the export has {len(features)}")
-    perplexity = min(perplexity, (len(features) - 1) / 3)
+    if len(vectors) < 3:
+        raise features.FeatureStoreError(f"t-SNE needs at least 3 videos, the export has {len(vectors)}")
+    perplexity = min(perplexity, (len(vectors) - 1) / 3)
     return TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="random",
-                random_state=seed).fit_transform(features)
+                random_state=seed).fit_transform(vectors)
 
 
 def plot(positions, labels, out, title="t-SNE of video features"):
@@ -74,9 +74,10 @@ def plot(positions, labels, out, title="t-SNE of video features"):
 
 def tsne(directory, out, label_names=None, perplexity=30.0, seed=0):
     """Write the t-SNE PNG and JSON of an export; returns the JSON's content."""
-    paths, features = search.load_index(directory)
-    labels = classes(directory, paths, label_names)
-    positions = embed(features, perplexity, seed)
+    store = features.read(directory, level="video")
+    paths = [e["video"] for e in store.entries]
+    labels = classes(store.entries, label_names)
+    positions = embed(store.features, perplexity, seed)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     plot(positions, labels, out)
     result = {"videos": [{"video": p, "class": c, "x": float(x), "y": float(y)}
@@ -87,10 +88,10 @@ def tsne(directory, out, label_names=None, perplexity=30.0, seed=0):
 
 
 def main(argv):
-    result = tsne(search.features_argument(argv), FLAGS.out, FLAGS.label_names, FLAGS.perplexity, FLAGS.seed)
+    result = tsne(search.features_argument(), FLAGS.out, FLAGS.labels_file, FLAGS.perplexity, FLAGS.seed)
     print(f"wrote {FLAGS.out} ({len(result['videos'])} videos)")
 
 
 if __name__ == "__main__":
     define_flags()
-    cli.run_absl(main)
+    cli.run(main)

@@ -1,4 +1,4 @@
-"""Text↔video retrieval: metrics as CLIP4Clip defines them, and the zero-shot retrieval evaluation job.
+"""Text↔video retrieval: metrics as CLIP4Clip defines them, and the retrieval evaluator.
 
 `metrics(similarity, caption_video)` takes similarities [num_captions, num_videos] and the video index of
 each caption (a video may have several captions) and returns
@@ -13,14 +13,13 @@ import logging
 import os
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import datasets
-from vifi_jax import api, tokenizer
+from vifi_jax import tokenizer
 from vifi_jax.evaluators import scoring
-from vifi_jax.runtime import config_checks, data, sharding, workdirs
+from vifi_jax.models import vifi
+from vifi_jax.runtime import config_checks, data, encoder
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +83,8 @@ def _demo_pairs(config):
     return [(split.source.paths[i], split.class_names[label]) for i, label in enumerate(split.source.labels)], None
 
 
-def run_retrieval(config, workdir):
-    """Zero-shot text→video and video→text retrieval of `model.init` on `retrieval.captions`; returns (and
-    writes) the results."""
-    config_checks.check(config)
+def caption_pairs(config):
+    """([(video path, caption)], in file order) of `retrieval.captions` (or the demo clips)."""
     r = config.retrieval
     if config.data.source == "demo":
         pairs, root = _demo_pairs(config)
@@ -96,27 +93,43 @@ def run_retrieval(config, workdir):
             raise config_checks.ConfigError("retrieval needs --config.retrieval.captions (a CSV or JSON of captions)")
         captions_file = r.captions if os.path.isabs(r.captions) else os.path.join(config.data.splits_dir, r.captions)
         pairs, root = read_captions(captions_file), config.data.root
-    video_index = {video: i for i, video in enumerate(dict.fromkeys(video for video, _ in pairs))}
-    videos, caption_video = list(video_index), [video_index[video] for video, _ in pairs]
-    paths = [video if root is None else os.path.join(root, video + r.video_suffix) for video in videos]
-    model, note = api.from_config(config.model, jnp.dtype(config.model.dtype), seed=config.seed)
-    if note:
-        log.warning(note)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-    params = jax.device_put(model.params, sharding.tree_shardings(mesh, model.params))
-    captions = [caption for _, caption in pairs]
-    texts = model.free_texts(captions)
-    ids = tokenizer.tokenize(texts, truncate=True)  # as CLIP4Clip: a caption longer than the context is cut
-    text = scoring.text_features(model.module, params, jnp.asarray(tokenizer.truncate(ids)))
-    start = time.time()
-    source = datasets.VideoFileSource(paths, [0] * len(paths))
-    rows, _, indices, unreadable = scoring.score_views(
-        model.module, params, source, data.clip_spec(config, False), text, config.eval.batch_size, mesh,
-        lambda logits: logits[:, 0], config.data.num_workers, config.seed, config.data.normalize, "retrieval")
-    similarity = np.full((len(captions), len(videos)), -np.inf)  # an unreadable video stays -inf: found by none
-    similarity[:, indices] = rows.T
-    found = {**metrics(similarity, caption_video), "videos": len(videos), "captions": len(captions),
-             "unreadable": unreadable, "seconds": time.time() - start}
-    results = {"config": config.to_dict(), "note": note, "model": config.model.init, "final": {"retrieval": found}}
-    workdirs.write_json(os.path.join(workdir, "results.json"), results)
-    return results
+    return [(video if root is None else os.path.join(root, video + r.video_suffix), caption)
+            for video, caption in pairs]
+
+
+def free_text_ids(module, texts):
+    """Token ids of free texts as the model scores them: through its learned prompts for a prompting model,
+    else as they are; a caption longer than the context is cut, as CLIP4Clip does."""
+    if module.learned_text_prompts:
+        texts = vifi.class_texts(texts, None, module.learned_text_prompts)
+    return tokenizer.tokenize(texts, truncate=True)
+
+
+class RetrievalEvaluator:
+    """Text->video and video->text retrieval (CLIP4Clip's metrics) over `retrieval.captions`, one view per
+    video; an unreadable video is found by no caption."""
+
+    def __init__(self, config, mesh):
+        self.config, self.mesh = config, mesh
+        pairs = caption_pairs(config)
+        index = {video: i for i, video in enumerate(dict.fromkeys(video for video, _ in pairs))}
+        self.videos, self.captions = list(index), [caption for _, caption in pairs]
+        self.caption_video = [index[video] for video, _ in pairs]
+
+    def run(self, module, params):
+        c, enc = self.config, encoder.Encoder(module, params)
+        start = time.time()
+        text = enc.text_features(free_text_ids(module, self.captions))
+        source = datasets.VideoFileSource(self.videos, [0] * len(self.videos))
+        rows, _, indices, unreadable = scoring.score_views(
+            enc, source, data.clip_spec(c, False), text, c.eval.batch_size, self.mesh, lambda logits: logits[:, 0],
+            c.data.num_workers, c.seed, c.data.normalize, "retrieval")
+        similarity = np.full((len(self.captions), len(self.videos)), -np.inf)  # unreadable: -inf, found by none
+        similarity[:, indices] = rows.T
+        return {"retrieval": {**metrics(similarity, self.caption_video), "videos": len(self.videos),
+                              "captions": len(self.captions), "unreadable": unreadable,
+                              "seconds": time.time() - start}}
+
+    @staticmethod
+    def summary(found):
+        return None

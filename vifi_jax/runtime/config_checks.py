@@ -85,3 +85,17 @@ def check(config):
                         "reproduced)")
     if problems:
         raise ConfigError("config: " + "; ".join(problems))
+
+
+# The config groups a job of each mode reads; the others are left out of what a run shows.
+MODE_GROUPS = {"train": None, "eval": ("model", "data", "eval", "mesh"), "zeroshot": ("model", "data", "eval", "mesh"),
+               "retrieval": ("model", "data", "eval", "mesh", "retrieval")}
+
+
+def relevant(config):
+    """{group or field: value} of what a job of `config.mode` reads (training reads everything)."""
+    values = config.to_dict()
+    groups = MODE_GROUPS.get(values.get("mode"))
+    if groups is None:
+        return values
+    return {k: v for k, v in values.items() if k in groups or not isinstance(v, dict)}

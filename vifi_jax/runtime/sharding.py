@@ -25,27 +25,6 @@ def join_processes(coordinator_address=None, num_processes=None, process_id=None
     jax.distributed.initialize(coordinator_address, num_processes, process_id, **options)
 
 
-def define_process_flags():
-    """The command-line flags of `join_processes`, for programs that can run as one job of several."""
-    from absl import flags
-    flags.DEFINE_bool("distributed", False, "One process per host: join the others first (jax.distributed). On TPU "
-                      "pods, SLURM and Open MPI the job is detected; elsewhere give the three flags below.")
-    flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, reachable from every process (implies "
-                        "--distributed).")
-    flags.DEFINE_integer("num_processes", None, "How many processes form the job.")
-    flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
-    flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds without a sign of life after which the other "
-                         "processes stop with an error instead of waiting for a dead one.")
-
-
-def join_processes_from_flags():
-    """`join_processes` as `define_process_flags`' flags ask (nothing without --distributed or an address)."""
-    from absl import flags
-    f = flags.FLAGS
-    if f.distributed or f.coordinator_address:
-        join_processes(f.coordinator_address, f.num_processes, f.process_id, f.heartbeat_timeout)
-
-
 def make_mesh(data=-1, fsdp=1, devices=None):
     """A ("data", "fsdp") mesh by `jax.make_mesh` (which orders devices by the topology); data=-1 takes
     every device left after fsdp. Axes are Auto: arrays are placed by the NamedShardings of this module."""

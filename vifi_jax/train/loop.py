@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import cli, pipeline, transforms
-from vifi_jax import api
-from vifi_jax.evaluators import classification, metrics
-from vifi_jax.models import flops, vifi
-from vifi_jax.runtime import config_checks, data, sharding, workdirs
+from vifi_jax.evaluators import job
+from vifi_jax.models import flops
+from vifi_jax.runtime import data, encoder, sharding, workdirs
+from vifi_jax.runtime import session as session_lib
 from vifi_jax.train import checkpoint, optim, prefetch, step_log, steps
 from vifi_jax.weights import model_dir
 
@@ -55,22 +55,20 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
 
     A workdir with checkpoints is resumed, unless its saved config differs in a field that changes results
     (`workdirs.ChangedConfigError`; `resume_changed_config=True` resumes anyway)."""
-    config_checks.check(config)
     workdirs.prepare_training(workdir, config, resume_changed_config)
     t = config.train
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    session = session_lib.from_config(config)
+    module, mesh = session.module, session.mesh
+    if session.note:
+        log.warning(session.note)
     process = (jax.process_index(), jax.process_count())
-    if t.batch_size % jax.device_count():
-        raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the {jax.device_count()} devices")
+    if t.batch_size % mesh.size:
+        raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the {mesh.size} devices")
 
     train = data.train_split(config)
     num_classes = len(train.class_names)
-    dtype = jnp.dtype(config.model.dtype)
-    model, note = api.from_config(config.model, dtype, seed=config.seed)
-    if note:
-        log.warning(note)
-    module = model.module
-    ids = vifi.class_token_ids(train.class_names, config.text_mode, module.learned_text_prompts)
+    ids = session.class_token_ids(train.class_names)
+    evaluator = job.make(config, mesh, final=False)
 
     iterations = pipeline.iterations_per_epoch(len(train.source), t.batch_size, t.reference_world_size)
     updates_per_epoch = iterations // t.accumulation_steps
@@ -78,18 +76,21 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     if t.max_steps > 0:
         total_updates = min(total_updates, t.max_steps)
     optimizer, lr_fn = optim.make_optimizer(config, iterations)
-    state = optim.init_state(model.params, t.use, optimizer, config.seed, mesh)
+    # Placed shard by shard from host memory, then donated to the state: the parameters exist once.
+    state = optim.init_state(session_lib.place(session.host_params, mesh), t.use, optimizer, config.seed, mesh,
+                             donate=True)
     # Image-only training: the text side is constant, so its features are computed once, not every step.
-    text = model.encode_text(ids) if t.use == "image" else jnp.asarray(ids)
+    text = encoder.Encoder(module, _params(state)).text_features(ids) if t.use == "image" else jnp.asarray(ids)
     n_trainable = sum(x.size for x in jax.tree.leaves(state["trainable"]))
     log.info("training %s parameters (%s mode) on %d videos, %d classes; %d updates of %d x %d clips",
-                 f"{n_trainable:,}", t.use, len(train.source), num_classes, total_updates, t.accumulation_steps,
-                 t.batch_size)
+             f"{n_trainable:,}", t.use, len(train.source), num_classes, total_updates, t.accumulation_steps,
+             t.batch_size)
 
     ckpt = checkpoint.manager(os.path.abspath(os.path.join(workdir, workdirs.CHECKPOINTS)),
                               config.checkpoint.every_steps, config.checkpoint.keep, config.checkpoint.async_save)
     results_path = os.path.join(workdir, "results.json")
-    results = {"config": config.to_dict(), "note": note, "history": [], "evaluations": {}}
+    results = {"config": config.to_dict(), "note": session.note, "model": session.weights, "history": [],
+               "evaluations": {}}
     start_update = 0
     if ckpt.latest_step() is not None:
         start_update = ckpt.latest_step()
@@ -147,7 +148,7 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
             if evaluates or saves:
                 paused = time.time()
                 if evaluates:
-                    _evaluate_during_training(config, workdir, model, state, mesh, done, results, writer)
+                    _evaluate_during_training(config, workdir, session, evaluator, state, done, results, writer)
                 if saves:
                     workdirs.write_json(results_path, results)  # first, so a kill after the save loses no history
                     checkpoint.save(ckpt, done, state, force=preempted or done == total_updates)
@@ -160,7 +161,7 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
                 log.warning("saved update %d after SIGTERM; rerun the same command to resume", done)
                 return results
         ckpt.wait_until_finished()
-        _final_evaluation(config, workdir, model, state, mesh, results, writer)
+        _final_evaluation(config, workdir, session, evaluator, state, results, writer)
         bad_report = bad.summary()
         results["bad_videos"] = bad_report
         if process[0] == 0:
@@ -228,10 +229,10 @@ def _params(state):
     return optim.merge_params(state["trainable"], state["frozen"])
 
 
-def _evaluate_during_training(config, workdir, model, state, mesh, step, results, writer):
+def _evaluate_during_training(config, workdir, session, evaluator, state, step, results, writer):
     """Evaluate with the training-time views; a new best (on `eval.best_set`) is exported to `best/`."""
     params = _params(state)
-    found = classification.evaluate_sets(config, model.module, params, mesh, config.eval.num_clips, config.eval.num_crops)
+    found = evaluator.run(session.module, params)
     results["evaluations"][f"step_{step}"] = found
     if writer:
         for name, m in found.items():
@@ -241,20 +242,20 @@ def _evaluate_during_training(config, workdir, model, state, mesh, step, results
         raise ValueError(f"eval.best_set={best_set!r} is not one of the evaluation sets {sorted(found)}")
     if found[best_set]["top1"] > results.get("best", {}).get("top1", -1.0):
         results["best"] = {"top1": found[best_set]["top1"], "step": step, "set": best_set}
-        model_dir.save(os.path.join(workdir, "best"), model.config, sharding.to_host(params))
+        model_dir.save(os.path.join(workdir, "best"), session.model_config, sharding.to_host(params))
 
 
-def _final_evaluation(config, workdir, model, state, mesh, results, writer):
+def _final_evaluation(config, workdir, session, evaluator, state, results, writer):
     """Export `final/` and evaluate with the final views (the last epoch's evaluation, when the views agree)."""
     params = _params(state)
-    model_dir.save(os.path.join(workdir, "final"), model.config, sharding.to_host(params))
+    model_dir.save(os.path.join(workdir, "final"), session.model_config, sharding.to_host(params))
     last = results["evaluations"].get(f"step_{int(state['step'])}")
-    same_views = (config.eval.final_num_clips, config.eval.final_num_crops) == (config.eval.num_clips,
-                                                                                 config.eval.num_crops)
-    found = last if last and same_views else classification.evaluate_sets(
-        config, model.module, params, mesh, config.eval.final_num_clips, config.eval.final_num_crops)
-    results["final"] = found
-    results["summary"] = metrics.summarize_sets(found)
+    e = config.eval
+    if not (last and (e.final_num_clips, e.final_num_crops) == (e.num_clips, e.num_crops)):
+        evaluator = job.make(config, session.mesh, final=True)
+        last = evaluator.run(session.module, params)
+    results["final"] = last
+    results["summary"] = evaluator.summary(last)
     if writer:
-        for name, m in found.items():
+        for name, m in last.items():
             writer.add_scalar(f"final/{name}/top1", m["top1"], int(state["step"]))

@@ -67,11 +67,14 @@ def state_shapes(params, use, optimizer, seed, mesh):
                         sharding.tree_shardings(mesh, shapes))
 
 
-def init_state(params, use, optimizer, seed, mesh):
+def init_state(params, use, optimizer, seed, mesh, donate=False):
     """The train state {"trainable", "frozen", "opt_state", "step", "rng"}, built under jit straight into its
-    FSDP shardings (`state_shapes`), so the optimiser state is never made unsharded."""
+    FSDP shardings (`state_shapes`), so the optimiser state is never made unsharded. `donate`: the state takes
+    over the buffers of `params` (placed in the same shardings), which are then unusable."""
     shardings = jax.tree.map(lambda s: s.sharding, state_shapes(params, use, optimizer, seed, mesh))
-    return jax.jit(_state_builder(use, optimizer, seed), out_shardings=shardings)(*split_params(params, use))
+    build = jax.jit(_state_builder(use, optimizer, seed), out_shardings=shardings,
+                    donate_argnums=(0, 1) if donate else ())
+    return build(*split_params(params, use))
 
 
 def global_norm(tree):

@@ -1,0 +1,211 @@
+"""The feature store: what `extract` writes and `search` and `tsne` read, in one place.
+
+A store is a directory holding
+  settings.json        how the features were made (level, frames, windows, dtype, shard size, the model's
+                       CLIP fields), so a reader can encode a query the same way and a rerun continues only
+                       what the same settings wrote;
+  features-pP-NNNNN.npy  shards of L2-normalised rows, `shard_size` inputs each, written by process P;
+  manifest.jsonl       one JSON object per input, in input order: {"video" (or "text"), "file", "row",
+                       "rows", ...} for rows [row, row + rows) of shard `file`, or {"video", "error"}.
+Every process appends its entries to manifest-pP.partial.jsonl as its shards finish (a rerun continues after
+the last whole shard); process 0 then merges them into manifest.jsonl and removes the partial files.
+Reading checks every manifest line (keys, shard names, row ranges, feature widths) and names the line that
+is wrong.
+"""
+import dataclasses
+import json
+import os
+import re
+
+import jax
+import numpy as np
+
+MANIFEST = "manifest.jsonl"
+SETTINGS = "settings.json"
+LEVELS = ("video", "frame", "window")
+_SHARD = re.compile(r"^features-p\d+-\d{5}\.npy$")
+
+
+class FeatureStoreError(ValueError):
+    """A feature directory that cannot be written or read as asked."""
+
+
+def shard_name(process, index):
+    return f"features-p{process}-{index:05d}.npy"
+
+
+def _partial(out, process):
+    return os.path.join(out, f"manifest-p{process}.partial.jsonl")
+
+
+def read_settings(directory):
+    path = os.path.join(directory, SETTINGS)
+    if not os.path.isfile(path):
+        raise FeatureStoreError(f"{directory} has no {SETTINGS}: not a feature directory written by "
+                                "`python -m vifi_jax.extract`")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise FeatureStoreError(f"{path} cannot be read ({error}); export the features again") from error
+
+
+def _entries_of(path):
+    """The entries of a partial manifest; a line cut by a kill ends it (it and what follows are redone)."""
+    if not os.path.exists(path):
+        return []
+    entries = []
+    with open(path) as f:
+        for line in f:
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return entries
+
+
+class Writer:
+    """This process's part of a store: the entries already finished (whole shards whose files exist), then
+    `add_shard` per shard and `finish` once every process has written its part."""
+
+    def __init__(self, out, settings, inputs, key="video"):
+        self.out, self.key = out, key
+        self.process, self.count = jax.process_index(), jax.process_count()
+        os.makedirs(out, exist_ok=True)
+        self._check_settings(json.loads(json.dumps(settings)))
+        self.shard_size = settings["shard_size"]
+        self.mine = list(range(self.process, len(inputs), self.count))
+        entries = self._finished_entries()
+        missing = [i for i, e in enumerate(entries) if "file" in e and not os.path.exists(os.path.join(out, e["file"]))]
+        kept = missing[0] if missing else len(entries)
+        self.done = entries[:kept // self.shard_size * self.shard_size]
+        if any(e.get(key) != inputs[i] for e, i in zip(self.done, self.mine)):
+            raise FeatureStoreError(f"{out} holds features of other inputs; use another --out")
+        with open(_partial(out, self.process), "w") as f:
+            f.writelines(json.dumps(e) + "\n" for e in self.done)
+
+    def _finished_entries(self):
+        """This process's entries from its partial manifest, or (an export that finished) from the manifest."""
+        partial, manifest = _partial(self.out, self.process), os.path.join(self.out, MANIFEST)
+        if os.path.exists(partial) or not os.path.exists(manifest):
+            return _entries_of(partial)
+        return _entries_of(manifest)[self.process::self.count]
+
+    def _check_settings(self, settings):
+        path = os.path.join(self.out, SETTINGS)
+        if os.path.exists(path):
+            saved = read_settings(self.out)
+            changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+            if changed:
+                raise FeatureStoreError(f"{self.out} holds features made with other settings ({', '.join(changed)} "
+                                        "differ); use another --out, or the same settings to continue it")
+        elif self.process == 0:
+            with open(path + ".tmp", "w") as f:
+                json.dump(settings, f, indent=1)
+            os.replace(path + ".tmp", path)
+
+    def pending(self):
+        """[(shard index, input indices)] still to do, in order."""
+        start = len(self.done)
+        return [(k // self.shard_size, self.mine[k:k + self.shard_size])
+                for k in range(start, len(self.mine), self.shard_size)]
+
+    def add_shard(self, index, entries, rows, dtype):
+        """Write one shard's rows (atomically) and then its entries; `entries` name the rows they own."""
+        name = shard_name(self.process, index)
+        for entry in entries:
+            if "rows" in entry:
+                entry["file"] = name
+        if rows:
+            np.save(os.path.join(self.out, name + ".tmp.npy"), np.concatenate(rows).astype(dtype))
+            os.replace(os.path.join(self.out, name + ".tmp.npy"), os.path.join(self.out, name))
+        with open(_partial(self.out, self.process), "a") as f:
+            f.writelines(json.dumps(e) + "\n" for e in entries)
+
+    def finish(self, total):
+        """Merge every process's entries into manifest.jsonl (process 0) in input order; returns them."""
+        if self.count > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("vifi_jax.features: every process wrote its part")
+        parts = [_entries_of(_partial(self.out, p)) for p in range(self.count)]
+        entries = [parts[i % self.count][i // self.count] for i in range(total)]
+        if self.process == 0:
+            path = os.path.join(self.out, MANIFEST)
+            with open(path + ".tmp", "w") as f:
+                f.writelines(json.dumps(e) + "\n" for e in entries)
+            os.replace(path + ".tmp", path)
+        if self.count > 1:
+            multihost_utils.sync_global_devices("vifi_jax.features: the manifest is written")
+        os.remove(_partial(self.out, self.process))
+        return entries
+
+
+@dataclasses.dataclass
+class Store:
+    """A read store: its settings, the readable entries (errors left out) and their rows."""
+    settings: dict
+    entries: list
+    features: np.ndarray  # [sum of rows, D] float32, entry i's rows at offsets[i]:offsets[i + 1]
+    offsets: np.ndarray
+
+    def rows_of(self, i):
+        return self.features[self.offsets[i]:self.offsets[i + 1]]
+
+
+def read(directory, level=None):
+    """The store in `directory`, checked line by line; `level` ("video", ...) must match its settings."""
+    settings = read_settings(directory)
+    if level and settings.get("level") != level:
+        raise FeatureStoreError(f"{directory} holds {settings.get('level')}-level features; this needs "
+                                f"--level={level} features (python -m vifi_jax.extract --level={level})")
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        raise FeatureStoreError(f"{directory} has no {MANIFEST}: export features first with "
+                                "`python -m vifi_jax.extract --out=DIR VIDEO...` (or finish the export)")
+    entries, shards, blocks = [], {}, []
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise FeatureStoreError(f"{where} is not JSON ({error})") from None
+            if not isinstance(entry, dict) or not ({"video", "text"} & set(entry)):
+                raise FeatureStoreError(f"{where}: an entry needs a 'video' or 'text' key")
+            if "error" in entry:
+                continue
+            block = _block(directory, entry, where, shards)
+            entries.append(entry)
+            blocks.append(block)
+    if not entries:
+        raise FeatureStoreError(f"{path} lists no readable features")
+    widths = {b.shape[1] for b in blocks}
+    if len(widths) > 1:
+        raise FeatureStoreError(f"{path}: features of different widths {sorted(widths)} in one store")
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks])])
+    return Store(settings, entries, np.concatenate(blocks).astype(np.float32), offsets)
+
+
+def _block(directory, entry, where, shards):
+    file, row, rows = entry.get("file"), entry.get("row"), entry.get("rows")
+    if not isinstance(file, str) or not _SHARD.match(file):
+        raise FeatureStoreError(f"{where}: 'file' must name a shard of this directory (features-pP-NNNNN.npy), "
+                                f"got {file!r}")
+    if type(row) is not int or type(rows) is not int or row < 0 or rows < 1:
+        raise FeatureStoreError(f"{where}: 'row' must be an integer >= 0 and 'rows' >= 1, got {row!r}, {rows!r}")
+    if file not in shards:
+        shard_path = os.path.join(directory, file)
+        if not os.path.isfile(shard_path):
+            raise FeatureStoreError(f"{where}: shard {file} is missing (not a regular file in {directory})")
+        try:
+            shards[file] = np.load(shard_path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise FeatureStoreError(f"{where}: shard {file} cannot be read ({error})") from None
+        if shards[file].ndim != 2:
+            raise FeatureStoreError(f"{where}: shard {file} is not a 2-D array of features")
+    shard = shards[file]
+    if row + rows > len(shard):
+        raise FeatureStoreError(f"{where}: rows {row}..{row + rows - 1} are outside shard {file}'s {len(shard)} rows")
+    return np.asarray(shard[row:row + rows])
