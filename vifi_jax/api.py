@@ -15,7 +15,7 @@ from flax import traverse_util
 
 from vifi_jax import tokenizer
 from vifi_jax.models import vifi
-from vifi_jax.runtime import encoder, session, sharding
+from vifi_jax.runtime import encoder, session
 from vifi_jax.runtime.encoder import load_video, read_test_view  # noqa: F401 - public (vifi_jax.load_video)
 from vifi_jax.weights import convert, loading, model_dir
 
@@ -23,8 +23,8 @@ from vifi_jax.weights import convert, loading, model_dir
 class Model:
     """A ViFi-CLIP model: its config (CLIP fields), fp32 params and its encoders (`runtime.encoder`).
 
-    The parameters stay in host memory until the model first encodes something; then they are placed on
-    `mesh` (default: this process's first device), each device receiving only its shard."""
+    The parameters stay in host memory until the model first encodes something; then they go to the default
+    device, or with a `mesh` straight into their shardings, each device receiving only its shard."""
 
     def __init__(self, config, params, dtype=jnp.float32, mesh=None):
         self.config = dict(config)
@@ -34,7 +34,9 @@ class Model:
 
     @functools.cached_property
     def params(self):
-        return session.place(self.host_params, self.mesh or sharding.make_mesh(devices=jax.local_devices()[:1]))
+        if self.mesh is None:  # the default device, uncommitted: a computation over several devices may take them
+            return jax.tree.map(jnp.asarray, self.host_params)
+        return session.place(self.host_params, self.mesh)
 
     @functools.cached_property
     def fingerprint(self):

@@ -10,10 +10,9 @@ The weights must be the ones the features were made with. Videos rank by cosine 
 itself is left out.
 """
 import json
-import logging
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from data_pipelines import cli
 from vifi_jax import api, features
@@ -85,14 +84,6 @@ def search(directory, top_k=5, query=None, video=None, model=None):
     return [{"video": paths[i], "score": score} for i, score in rank(index, vector, top_k, exclude)]
 
 
-def features_argument():
-    """The --features directory of a command (search, tsne)."""
-    cli.configure_logging(logging.WARNING)
-    if not FLAGS.features:
-        raise app.UsageError("--features is required")
-    return FLAGS.features
-
-
 def weights_for(directory, weights, clip_weights):
     """The model a query is encoded with: --weights, else the weights `extract` recorded in the store."""
     if weights:
@@ -105,7 +96,7 @@ def weights_for(directory, weights, clip_weights):
 
 
 def main(argv):
-    directory = features_argument()
+    directory = cli_flags.features_directory()
     needs_model = FLAGS.query is not None or FLAGS.video not in load_index(directory)[0]
     model = weights_for(directory, FLAGS.weights, FLAGS.clip_weights) if needs_model else None
     found = search(directory, FLAGS.top_k, FLAGS.query, FLAGS.video, model)

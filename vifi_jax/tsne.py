@@ -14,7 +14,7 @@ import numpy as np
 from absl import flags
 
 from data_pipelines import cli, datasets
-from vifi_jax import features, search
+from vifi_jax import features
 from vifi_jax.cli import flags as cli_flags
 
 FLAGS = flags.FLAGS
@@ -88,7 +88,7 @@ def tsne(directory, out, label_names=None, perplexity=30.0, seed=0):
 
 
 def main(argv):
-    result = tsne(search.features_argument(), FLAGS.out, FLAGS.labels_file, FLAGS.perplexity, FLAGS.seed)
+    result = tsne(cli_flags.features_directory(), FLAGS.out, FLAGS.labels_file, FLAGS.perplexity, FLAGS.seed)
     print(f"wrote {FLAGS.out} ({len(result['videos'])} videos)")
 
 

@@ -63,6 +63,17 @@ def features():
     _define("string", "features", None, "Feature directory written by `python -m vifi_jax.extract` (video level).")
 
 
+def features_directory():
+    """The --features directory (required), with the quiet logging of a tool that prints results."""
+    import logging
+    from absl import app
+    from data_pipelines import cli
+    cli.configure_logging(logging.WARNING)
+    if not FLAGS.features:
+        raise app.UsageError("--features is required")
+    return FLAGS.features
+
+
 def processes():
     """The flags of `runtime.sharding.join_processes`, for programs that can run as one job of several."""
     _define("bool", "distributed", False, "One process per host: join the others first (jax.distributed). On TPU "

@@ -17,7 +17,7 @@ import numpy as np
 from data_pipelines import cli, pipeline, transforms
 from vifi_jax.evaluators import job
 from vifi_jax.models import flops
-from vifi_jax.runtime import data, encoder, sharding, workdirs
+from vifi_jax.runtime import config_checks, data, encoder, sharding, workdirs
 from vifi_jax.runtime import session as session_lib
 from vifi_jax.train import checkpoint, optim, prefetch, step_log, steps
 from vifi_jax.weights import model_dir
@@ -55,6 +55,7 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
 
     A workdir with checkpoints is resumed, unless its saved config differs in a field that changes results
     (`workdirs.ChangedConfigError`; `resume_changed_config=True` resumes anyway)."""
+    config_checks.check(config)  # before the workdir is touched
     workdirs.prepare_training(workdir, config, resume_changed_config)
     t = config.train
     session = session_lib.from_config(config)
