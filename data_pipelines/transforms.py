@@ -212,13 +212,6 @@ def apply_color_params(frames, params):
     return np.ascontiguousarray(frames)
 
 
-def train_transform(frames, rng, size=224, color_jitter_prob=0.8, grayscale_prob=0.2, flip_prob=0.5):
-    """The official training augmentation of one clip; returns uint8 [T, size, size, 3]."""
-    frames = train_crop(frames, rng, size)
-    return apply_color_params(frames, draw_color_params(len(frames), rng, color_jitter_prob, grayscale_prob,
-                                                         flip_prob))
-
-
 def test_transform(frames, size=224, num_crops=1):
     """Test views [num_crops, T, size, size, 3]: centre crop after short side 256/224*size, or three crops."""
     if num_crops == 1:

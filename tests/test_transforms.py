@@ -5,6 +5,13 @@ import pytest
 from data_pipelines import transforms
 
 
+def train_transform(frames, rng, size=224, color_jitter_prob=0.8, grayscale_prob=0.2, flip_prob=0.5):
+    """The official training augmentation of one clip as the loader's host path runs it."""
+    frames = transforms.train_crop(frames, rng, size)
+    return transforms.apply_color_params(frames, transforms.draw_color_params(len(frames), rng, color_jitter_prob,
+                                                                               grayscale_prob, flip_prob))
+
+
 def gradient_clip(num_frames=4, height=240, width=320):
     y, x = np.mgrid[:height, :width]
     frame = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], -1).astype(np.uint8)
@@ -53,20 +60,20 @@ def test_test_crops():
 
 def test_train_transform_shares_crop_and_flip_across_frames():
     clip = gradient_clip(5)
-    plain = transforms.train_transform(clip, np.random.default_rng(3), color_jitter_prob=0, grayscale_prob=0,
+    plain = train_transform(clip, np.random.default_rng(3), color_jitter_prob=0, grayscale_prob=0,
                                        flip_prob=0)
     assert plain.shape == (5, 224, 224, 3) and plain.dtype == np.uint8
     assert all((f == plain[0]).all() for f in plain)
-    flipped = transforms.train_transform(clip, np.random.default_rng(3), color_jitter_prob=0, grayscale_prob=0,
+    flipped = train_transform(clip, np.random.default_rng(3), color_jitter_prob=0, grayscale_prob=0,
                                          flip_prob=1)
     np.testing.assert_array_equal(flipped, plain[:, :, ::-1])
 
 
 def test_color_jitter_is_redrawn_per_frame_and_grayscale_per_clip():
     clip = gradient_clip(6)
-    jittered = transforms.train_transform(clip, np.random.default_rng(1), color_jitter_prob=1, grayscale_prob=0)
+    jittered = train_transform(clip, np.random.default_rng(1), color_jitter_prob=1, grayscale_prob=0)
     assert len({f.tobytes() for f in jittered}) == 6
-    gray = transforms.train_transform(clip, np.random.default_rng(1), color_jitter_prob=0, grayscale_prob=1)
+    gray = train_transform(clip, np.random.default_rng(1), color_jitter_prob=0, grayscale_prob=1)
     assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
 
 
@@ -98,10 +105,13 @@ def test_brightness_and_contrast_tables_give_the_formulas_pixels():
     every_value = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=-1)
     for frame in (every_value, rng.integers(0, 256, (31, 47, 3), np.uint8)):
         for factor in rng.uniform(0.6, 1.4, 20):
-            want = np.clip(frame.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+            want = np.clip(frame.astype(np.float32) * np.float32(factor), 0, 255).astype(np.uint8)
             np.testing.assert_array_equal(transforms.adjust_brightness(frame, factor), want)
-            mean = int((frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).mean() + 0.5)
-            want = np.clip(mean + factor * (frame.astype(np.float32) - mean), 0, 255).astype(np.uint8)
+            r, g, b = (frame[..., c].astype(np.int64) for c in range(3))
+            luma = (r * 19595 + g * 38470 + b * 7471 + 32768) >> 16
+            mean = int(luma.mean() + 0.5)  # PIL: ImageStat's mean of convert("L"), rounded
+            want = np.clip(np.float32(mean) + np.float32(factor) * (frame.astype(np.float32) - np.float32(mean)), 0,
+                           255).astype(np.uint8)
             np.testing.assert_array_equal(transforms.adjust_contrast(frame, factor), want)
 
 
@@ -122,5 +132,5 @@ def test_drawing_then_applying_is_the_inline_augmentation():
         return frames
 
     for seed in range(12):
-        np.testing.assert_array_equal(transforms.train_transform(clip, np.random.default_rng(seed), 64),
+        np.testing.assert_array_equal(train_transform(clip, np.random.default_rng(seed), 64),
                                       inline(clip, np.random.default_rng(seed)))

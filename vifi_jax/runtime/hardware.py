@@ -1,7 +1,8 @@
 """What the accelerator can do: peak dense bf16 TFLOP/s per chip (for MFU) and memory per device.
 
-Peaks from vendor datasheets (see ../shared/reference/performance.md §5.1); a device not listed has an
-unknown peak, and MFU is then not reported rather than guessed.
+Peaks are the vendors' datasheet figures for dense bf16 (NVIDIA's H100/H200 and A100 datasheets, Google Cloud's
+TPU system-architecture pages); a device not listed has an unknown peak, and MFU is then not reported rather
+than guessed.
 """
 import jax
 

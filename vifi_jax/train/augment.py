@@ -34,7 +34,10 @@ def luma(frames):
     return (x[..., 0] * w[0] + x[..., 1] * w[1] + x[..., 2] * w[2] + 32768) >> 16
 
 
-def _linear(frame, op, factor):
+LINEAR_OPS = ("brightness", "contrast", "saturation")  # `adjust`'s op numbers, as the drawn order numbers them
+
+
+def adjust(frame, op, factor):
     """Brightness (op 0), contrast (1) or saturation (2) as the one form they share on the host:
     uint8(clip(m + factor · (x − m))) with m = 0, the frame's rounded mean luma, or each pixel's luma."""
     gray = luma(frame)
@@ -42,18 +45,6 @@ def _linear(frame, op, factor):
     mean = (2 * jnp.sum(gray) + n) // (2 * n)  # transforms.rounded_mean, exact in int32 up to 4M pixels
     centre = jnp.select([op == 1, op == 2], [mean.astype(jnp.float32), gray.astype(jnp.float32)], 0.0)[..., None]
     return _to_uint8_values(centre + factor * (frame - centre))
-
-
-def brightness(frame, factor):
-    return _linear(frame, 0, factor)
-
-
-def contrast(frame, factor):
-    return _linear(frame, 1, factor)
-
-
-def saturation(frame, factor):
-    return _linear(frame, 2, factor)
 
 
 def _rounded_quotient(numerator, divisor):
@@ -116,11 +107,11 @@ def jitter_frame(frame, order, factors, hue_steps):
 
     for position in range(3):
         op = order[position]
-        frame = jnp.where(position < hue_position, _linear(frame, op, factor_of(op)), frame)
+        frame = jnp.where(position < hue_position, adjust(frame, op, factor_of(op)), frame)
     frame = hue(frame, hue_steps)
     for position in range(1, 4):
         op = order[position]
-        frame = jnp.where(position > hue_position, _linear(frame, op, factor_of(op)), frame)
+        frame = jnp.where(position > hue_position, adjust(frame, op, factor_of(op)), frame)
     return frame
 
 

@@ -4,11 +4,11 @@ one (the data position follows from the update count, with any number of process
 official loop does it, the best model kept, and a save before exiting on SIGTERM (with several processes, at
 the step they agree on through JAX's preemption service).
 """
+import dataclasses
 import json
 import logging
 import os
 import signal
-import time
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +50,28 @@ def _summary_writer(workdir):
     return SummaryWriter(os.path.join(workdir, "tensorboard"))
 
 
+@dataclasses.dataclass
+class Plan:
+    """How many updates a run makes, counted as the official loop counts them."""
+    iterations: int         # loader iterations per epoch (the official 8-GPU DistributedSampler's)
+    updates_per_epoch: int
+    total_updates: int
+    leftover: int           # micro-batches per epoch the official loop drops
+
+    @classmethod
+    def of(cls, config, videos):
+        t = config.train
+        iterations = pipeline.iterations_per_epoch(videos, t.batch_size, t.reference_world_size)
+        per_epoch = iterations // t.accumulation_steps
+        total = t.epochs * per_epoch if t.max_steps <= 0 else min(t.epochs * per_epoch, t.max_steps)
+        return cls(iterations, per_epoch, total, iterations - per_epoch * t.accumulation_steps)
+
+    def consumed(self, config, start_update):
+        """Micro-batches the loader has produced before update `start_update` (dropped ones included)."""
+        t = config.train
+        return start_update * t.accumulation_steps + max(start_update - 1, 0) // self.updates_per_epoch * self.leftover
+
+
 def train_and_evaluate(config, workdir, resume_changed_config=False):
     """Run the configured training; returns the results dict that is also written to results.json.
 
@@ -59,37 +81,21 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     workdirs.prepare_training(workdir, config, resume_changed_config)
     t = config.train
     session = session_lib.from_config(config)
-    module, mesh = session.module, session.mesh
     if session.note:
         log.warning(session.note)
-    process = (jax.process_index(), jax.process_count())
-    if t.batch_size % mesh.size:
-        raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the {mesh.size} devices")
-
+    if t.batch_size % session.mesh.size:
+        raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the {session.mesh.size} devices")
     train = data.train_split(config)
-    num_classes = len(train.class_names)
-    ids = session.class_token_ids(train.class_names)
-    evaluator = job.make(config, mesh, final=False)
-
-    iterations = pipeline.iterations_per_epoch(len(train.source), t.batch_size, t.reference_world_size)
-    updates_per_epoch = iterations // t.accumulation_steps
-    total_updates = t.epochs * updates_per_epoch
-    if t.max_steps > 0:
-        total_updates = min(total_updates, t.max_steps)
-    optimizer, lr_fn = optim.make_optimizer(config, iterations)
+    plan = Plan.of(config, len(train.source))
+    optimizer, lr_fn = optim.make_optimizer(config, plan.iterations)
     # Placed shard by shard from host memory, then donated to the state: the parameters exist once.
-    state = optim.init_state(session_lib.place(session.host_params, mesh), t.use, optimizer, config.seed, mesh,
-                             donate=True)
-    # Image-only training: the text side is constant, so its features are computed once, not every step.
-    text = encoder.Encoder(module, _params(state)).text_features(ids) if t.use == "image" else jnp.asarray(ids)
-    n_trainable = sum(x.size for x in jax.tree.leaves(state["trainable"]))
+    state = optim.init_state(session_lib.place(session.host_params, session.mesh), t.use, optimizer, config.seed,
+                             session.mesh, donate=True)
     log.info("training %s parameters (%s mode) on %d videos, %d classes; %d updates of %d x %d clips",
-             f"{n_trainable:,}", t.use, len(train.source), num_classes, total_updates, t.accumulation_steps,
-             t.batch_size)
-
+             f"{sum(x.size for x in jax.tree.leaves(state['trainable'])):,}", t.use, len(train.source),
+             len(train.class_names), plan.total_updates, t.accumulation_steps, t.batch_size)
     ckpt = checkpoint.manager(os.path.abspath(os.path.join(workdir, workdirs.CHECKPOINTS)),
                               config.checkpoint.every_steps, config.checkpoint.keep, config.checkpoint.async_save)
-    results_path = os.path.join(workdir, "results.json")
     results = {"config": config.to_dict(), "note": session.note, "model": session.weights, "history": [],
                "evaluations": {}}
     start_update = 0
@@ -97,44 +103,63 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
         start_update = ckpt.latest_step()
         state = checkpoint.restore(ckpt, start_update, state)
         log.info("resumed from checkpoint at update %d", start_update)
-        _resume_results(results, results_path, start_update)
+        _resume_results(results, os.path.join(workdir, "results.json"), start_update)
+    try:
+        return _train(config, workdir, session, train, plan, optimizer, lr_fn, state, ckpt, results, start_update)
+    except BaseException:
+        if jax.process_count() > 1:
+            # A save in flight needs every process; after a failure (often: another process died) waiting
+            # for it would block until JAX aborts, so this process leaves its error at once instead.
+            ckpt = None
+        raise
+    finally:
+        if ckpt is not None:
+            ckpt.wait_until_finished()
+            ckpt.close()
 
-    leftover = iterations - updates_per_epoch * t.accumulation_steps  # micro-batches the official loop drops
-    consumed = start_update * t.accumulation_steps + max(start_update - 1, 0) // updates_per_epoch * leftover
+
+def _train(config, workdir, session, train, plan, optimizer, lr_fn, state, ckpt, results, start_update):
+    """The updates from `start_update` on, the evaluations and saves between them, and the final evaluation."""
+    t, mesh, module = config.train, session.mesh, session.module
+    process = (jax.process_index(), jax.process_count())
+    results_path = os.path.join(workdir, "results.json")
+    ids = session.class_token_ids(train.class_names)
+    # Image-only training: the text side is constant, so its features are computed once, not every step.
+    text = encoder.Encoder(module, _params(state)).text_features(ids) if t.use == "image" else jnp.asarray(ids)
+    evaluator = job.make(config, mesh, final=False)
     ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), t.batch_size, config.seed, t.epochs,
-                                process, t.reference_world_size, start_batch=consumed)
-    step_fn = jax.jit(steps.make_train_step(module, optimizer, config, num_classes, mesh), donate_argnums=(0,),
+                                process, t.reference_world_size, start_batch=plan.consumed(config, start_update))
+    step_fn = jax.jit(steps.make_train_step(module, optimizer, config, len(train.class_names), mesh),
+                      donate_argnums=(0,),
                       out_shardings=(jax.tree.map(lambda x: x.sharding, state), sharding.replicated(mesh)))
+    work = {"texts": len(train.class_names), "text_length": int(ids.shape[1]), "devices": mesh.size,
+            "micro_batches": t.accumulation_steps, "use": t.use}
     bad = pipeline.BadSamples(train.source, config.data.max_bad_fraction)
     data_iter = batches = writer = preemption = bar = None
     try:
         data_iter = pipeline.iterator(ds, config.data.num_workers)
-        batches = prefetch.Prefetch(_update_batches(data_iter, mesh, range(start_update, total_updates),
-                                                    t.accumulation_steps, updates_per_epoch, leftover))
+        batches = prefetch.Prefetch(_update_batches(data_iter, mesh, range(start_update, plan.total_updates),
+                                                    t.accumulation_steps, plan.updates_per_epoch, plan.leftover))
         writer = _summary_writer(workdir)
         preemption = _Preemption()
-        model_flops = flops.per_update(flops.model_fields(module), config, num_classes, ids.shape[1], mesh.size)
-        losses = step_log.StepLog(config, lr_fn, total_updates, updates_per_epoch, results, writer, model_flops)
+        losses = step_log.StepLog(config, lr_fn, plan.total_updates, plan.updates_per_epoch, results, writer,
+                                  flops.per_update(flops.model_fields(module), config, work["texts"],
+                                                   work["text_length"], mesh.size))
         compiled, last_saved, bad_pending = None, start_update, []
-        bar = cli.progress(total_updates, "train", "update", initial=start_update, enabled=process[0] == 0)
-        for update in range(start_update, total_updates):
-            waiting = time.perf_counter()
-            placed, bad_samples = next(batches)
-            losses.waited += time.perf_counter() - waiting
+        bar = cli.progress(plan.total_updates, "train", "update", initial=start_update, enabled=process[0] == 0)
+        for done in range(start_update + 1, plan.total_updates + 1):
+            with losses.waiting():
+                placed, bad_samples = next(batches)
             bad_pending.append(bad_samples)
             if compiled is None:
                 compiled = step_fn.lower(state, placed["frames"], placed["label"], text, placed["color"]).compile()
-                step_log.report_step_cost(compiled, config, results, model_flops, {
-                    "texts": num_classes, "text_length": int(ids.shape[1]), "devices": mesh.size,
-                    "micro_batches": t.accumulation_steps, "use": t.use})
-                losses.restart()
+                losses.start(compiled, work)
             state, step_metrics = compiled(state, placed["frames"], placed["label"], text, placed["color"])
-            done = update + 1
             losses.add(done, step_metrics)
             bar.update(1)
             preempted = preemption.requested or ckpt.reached_preemption(done)
-            evaluates = evaluates_after(done, updates_per_epoch, total_updates, config.eval.every_epochs)
-            saves = preempted or ckpt.should_save(done) or done == total_updates
+            evaluates = evaluates_after(done, plan.updates_per_epoch, plan.total_updates, config.eval.every_epochs)
+            saves = preempted or ckpt.should_save(done) or done == plan.total_updates
             if done % config.log_every == 0 or evaluates or saves:
                 try:
                     losses.fetch(bar)  # the only wait on the device: every log_every updates, or before a save
@@ -146,15 +171,13 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
                 for found in sharding.to_host(bad_pending):  # every process's reports: all stop together
                     bad.update(found)
                 bad_pending = []
-            if evaluates or saves:
-                paused = time.time()
+            with losses.paused():  # speed figures count training time only
                 if evaluates:
                     _evaluate_during_training(config, workdir, session, evaluator, state, done, results, writer)
                 if saves:
                     workdirs.write_json(results_path, results)  # first, so a kill after the save loses no history
-                    checkpoint.save(ckpt, done, state, force=preempted or done == total_updates)
+                    checkpoint.save(ckpt, done, state, force=preempted or done == plan.total_updates)
                     last_saved = done
-                losses.exclude(time.time() - paused)  # speed figures count training time only
             if preempted:
                 ckpt.wait_until_finished()
                 results["preempted_at"] = done
@@ -163,29 +186,19 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
                 return results
         ckpt.wait_until_finished()
         _final_evaluation(config, workdir, session, evaluator, state, results, writer)
-        bad_report = bad.summary()
-        results["bad_videos"] = bad_report
+        results["bad_videos"] = bad.summary()
         if process[0] == 0:
             bad.write(os.path.join(workdir, "bad_videos.json"))
-        log.info("unreadable training videos: %d of %d (%s), listed in bad_videos.json", bad_report["count"],
-                 bad_report["dataset_size"], bad_report["by_reason"] or "none")
+        log.info("unreadable training videos: %d of %d (%s), listed in bad_videos.json", results["bad_videos"]["count"],
+                 results["bad_videos"]["dataset_size"], results["bad_videos"]["by_reason"] or "none")
         workdirs.write_json(results_path, results)
         return results
-    except BaseException:
-        if jax.process_count() > 1:
-            # A save in flight needs every process; after a failure (often: another process died) waiting
-            # for it would block until JAX aborts, so this process leaves its error at once instead.
-            ckpt = None
-        raise
     finally:
         for resource, release in ((bar, "close"), (batches, "close"), (preemption, "restore"), (writer, "close")):
             if resource is not None:
                 getattr(resource, release)()
         if data_iter is not None:
             pipeline.close(data_iter)
-        if ckpt is not None:
-            ckpt.wait_until_finished()
-            ckpt.close()
 
 
 def _resume_results(results, results_path, start_update):

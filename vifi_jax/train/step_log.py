@@ -3,6 +3,7 @@ TFLOP/s and MFU per device (model FLOPs from `vifi_jax.models.flops`) and the fr
 per log window; the step's FLOPs and the compiled step's memory once. Metrics stay on the device until fetched (every `log_every` updates and
 before a save), so the loop never waits on the host for them.
 """
+import contextlib
 import logging
 import time
 
@@ -48,16 +49,35 @@ class StepLog:
         self.restart()
         self.peak = hardware.peak_tflops(jax.devices()[0].device_kind)
 
+    @contextlib.contextmanager
+    def waiting(self):
+        """Time spent in this block is time the device waited for data."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.waited += time.perf_counter() - start
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent in this block (evaluation, saving) is left out of the speed figures."""
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.excluded += time.time() - start
+
+    def start(self, compiled, work):
+        """The step is compiled: report its cost (`report_step_cost`) and start the first speed window."""
+        report_step_cost(compiled, self.config, self.results, self.flops, work)
+        self.restart()
+
     def add(self, done, metrics):
         self.pending.append((done, metrics))
 
     def restart(self):
         """Start the speed window now (after compiling): what came before is not training."""
-        self.start, self.waited, self.excluded = time.time(), 0.0, 0.0
-
-    def exclude(self, seconds):
-        """Time spent in the window on other things (evaluation, saving), left out of the speed figures."""
-        self.excluded += seconds
+        self.window_start, self.waited, self.excluded = time.time(), 0.0, 0.0
 
     def fetch(self, bar):
         values = jax.device_get([step for _, step in self.pending])
@@ -82,7 +102,7 @@ class StepLog:
             self._log_speed(done, lr)
 
     def _log_speed(self, done, lr):
-        t, elapsed = self.config.train, max(time.time() - self.start - self.excluded, 1e-9)
+        t, elapsed = self.config.train, max(time.time() - self.window_start - self.excluded, 1e-9)
         speed = {"updates": len(self.window), "seconds": elapsed,
                  "clips_per_second": len(self.window) * t.accumulation_steps * t.batch_size / elapsed,
                  "data_wait_fraction": min(self.waited / elapsed, 1.0)}
