@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import train_step  # noqa: E402
-from vifi_jax import augment  # noqa: E402
+from vifi_jax.train import augment  # noqa: E402
 
 
 def main():

@@ -119,7 +119,7 @@ def write_video_list(tmp, originals, copies):
 
 def measure_loader(source, T, num_workers, batch_size, batches, augment_on="host"):
     from data_pipelines import pipeline
-    spec = pipeline.ClipSpec(num_frames=T, size=SIZE, augment_on_device=augment_on == "device")
+    spec = pipeline.ClipSpec(num_frames=T, size=SIZE, augment_on=augment_on)
     ds = pipeline.train_dataset(source, spec, batch_size, SEED, num_epochs=1000, process=(0, 1))
     start, cpu = time.perf_counter(), cpu_seconds()
     iterator = pipeline.iterator(ds, num_workers)

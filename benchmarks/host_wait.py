@@ -3,7 +3,7 @@
 The same jitted step, the same in-memory micro-batches, three loops:
   device-only  the step on batches already placed, blocking once at the end: the device's own time;
   per-update   the earlier loop: stack and place each update's batches, run the step, fetch the loss;
-  vifi_jax     the current loop: `train._update_batches` in `prefetch.Prefetch` (placement in a background
+  vifi_jax     the current loop: `train.loop._update_batches` in `prefetch.Prefetch` (placement in a background
                thread, two ahead), metrics fetched every `log_every` updates.
 Host-wait fraction = 1 - device-only time / loop time. On a CPU the "device" is the same cores, so the
 figures bound what an accelerator would see from above.
@@ -22,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import zeroshot  # noqa: E402
-from vifi_jax import api, train  # noqa: E402
+from vifi_jax import api  # noqa: E402
+from vifi_jax.train import loop, optim, steps  # noqa: E402
 from vifi_jax.runtime import sharding
 from vifi_jax.train import prefetch
 from vifi_jax.models import vifi  # noqa: E402
@@ -40,7 +41,7 @@ def main():
     config.model.fields.image_resolution = config.data.input_size = args.size
     config.data.num_frames, config.train.batch_size = args.frames, args.batch
     model = api.from_config(config.model, seed=0)[0]
-    optimizer, _ = train.make_optimizer(config, iterations_per_epoch=1000)
+    optimizer, _ = optim.make_optimizer(config, iterations_per_epoch=1000)
     mesh = sharding.make_mesh()
     ids = jnp.asarray(vifi.class_token_ids(["a", "b", "c", "d"], "template"))
     rng = np.random.default_rng(0)
@@ -48,8 +49,8 @@ def main():
               "label": rng.integers(0, 4, args.batch).astype(np.int32),
               "bad_index": np.full(8, -1, np.int32), "bad_reason": np.full(8, -1, np.int32)}
              for _ in range(args.updates)]
-    state = train.init_state(model.params, "both", optimizer, 0, mesh)
-    step = jax.jit(train.make_train_step(model.module, optimizer, config, 4), donate_argnums=(0,))
+    state = optim.init_state(model.params, "both", optimizer, 0, mesh)
+    step = jax.jit(steps.make_train_step(model.module, optimizer, config, 4), donate_argnums=(0,))
     place = lambda b: sharding.global_batch(mesh, {k: np.stack([b[k]]) for k in ("frames", "label")}, leading_axes=1)
     placed = [place(b) for b in micro]
     state, m = step(state, placed[0]["frames"], placed[0]["label"], ids)  # compile
@@ -72,7 +73,7 @@ def main():
 
     def current(state):
         start = time.perf_counter()
-        batches = prefetch.Prefetch(train._update_batches(iter(micro), mesh, range(args.updates), 1, 10 ** 9, 0))
+        batches = prefetch.Prefetch(loop._update_batches(iter(micro), mesh, range(args.updates), 1, 10 ** 9, 0, "host"))
         pending = []
         for update in range(args.updates):
             p, _ = next(batches)
@@ -85,8 +86,8 @@ def main():
         return time.perf_counter() - start, state
 
     rows = {}
-    for name, loop in (("device-only", device_only), ("per-update", per_update), ("vifi_jax", current)) * 2:
-        seconds, state = loop(state)
+    for name, run in (("device-only", device_only), ("per-update", per_update), ("vifi_jax", current)) * 2:
+        seconds, state = run(state)
         rows[name] = min(rows.get(name, float("inf")), seconds)  # best of two rounds, interleaved
     device = rows["device-only"]
     result = {"updates": args.updates, "batch": args.batch, "frames": args.frames, "size": args.size,

@@ -97,7 +97,7 @@ def profile_prepared(source, num_frames, clips, after=False):
 
 def transfer_per_clip(source, num_frames, batches=8, batch_size=4, after=False):
     """Seconds per clip that reading through one Grain worker costs over reading in this process."""
-    spec = pipeline.ClipSpec(num_frames=num_frames, size=224, augment_on_device=after)
+    spec = pipeline.ClipSpec(num_frames=num_frames, size=224, augment_on="device" if after else "host")
     rates = {}
     for workers in (0, 1):
         ds = pipeline.train_dataset(source, spec, batch_size, seed=0, num_epochs=50, process=(0, 1))

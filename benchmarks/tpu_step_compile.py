@@ -27,7 +27,7 @@ from jax.experimental import topologies
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import zeroshot  # noqa: E402
 from data_pipelines import transforms  # noqa: E402
-from vifi_jax import train  # noqa: E402
+from vifi_jax.train import optim, steps  # noqa: E402
 from vifi_jax.models import flops
 from vifi_jax.runtime import hardware, sharding
 from vifi_jax.train import augment
@@ -113,8 +113,8 @@ def main():
     module = vifi.ViFiCLIP(**cfg, dtype=jnp.bfloat16)
     params = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, 1, 224, 224, 3)),
                             jnp.zeros((1, 77), jnp.int32))["params"]
-    optimizer, _ = train.make_optimizer(config, iterations_per_epoch=1000)
-    state = train.state_shapes(params, "both", optimizer, 0, mesh)
+    optimizer, _ = optim.make_optimizer(config, iterations_per_epoch=1000)
+    state = optim.state_shapes(params, "both", optimizer, 0, mesh)
     ids = vifi.class_token_ids([f"class {i} of many" for i in range(args.classes)], "template")
     batch, acc, t = config.train.batch_size, args.accumulation, args.frames
     placed = lambda shape, dtype, lead=1: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(mesh, lead))
@@ -123,7 +123,7 @@ def main():
     color = {k: placed((acc, batch, *np.shape(v)), np.asarray(v).dtype)
              for k, v in transforms.identity_color_params(t).items()}
     text = jax.ShapeDtypeStruct(ids.shape, jnp.int32, sharding=sharding.replicated(mesh))
-    step = jax.jit(train.make_train_step(module, optimizer, config, args.classes, mesh), donate_argnums=(0,),
+    step = jax.jit(steps.make_train_step(module, optimizer, config, args.classes, mesh), donate_argnums=(0,),
                    out_shardings=(jax.tree.map(lambda s: s.sharding, state), sharding.replicated(mesh)))
     model_flops = flops.per_update(cfg, config, args.classes, ids.shape[1], chips)
     peak = hardware.peak_tflops(kind)

@@ -4,7 +4,7 @@
     PYTHONPATH=. python benchmarks/train_step.py --device --variants b8,b8+attention=xla,b32 --torch eager,compile
 
 One step = forward + backward + AdamW over both towers ("both" mode, mixup on): every clip's T frames
-through ViT-B/16, the text tower over all class prompts. The JAX step is `vifi_jax.train.make_train_step`
+through ViT-B/16, the text tower over all class prompts. The JAX step is `vifi_jax.train.steps.make_train_step`
 jitted with donation, as the training loop builds it; the text runs over the prompts' exact length bucket
 (16 tokens for K400-like names). The PyTorch peer is OpenAI's `clip/model.py` doing the same per clip:
 on the CPU over the same 16 tokens (the same work), on an accelerator over 77 tokens, as the official
@@ -30,7 +30,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import fully_supervised, zeroshot  # noqa: E402
 from data_pipelines import transforms  # noqa: E402
-from vifi_jax import api, train  # noqa: E402
+from vifi_jax import api  # noqa: E402
+from vifi_jax.train import optim, steps  # noqa: E402
 from vifi_jax.models import flops
 from vifi_jax.runtime import hardware, sharding
 from vifi_jax.models import clip, vifi  # noqa: E402
@@ -66,14 +67,14 @@ def jax_setup(recipe, batch, frames, classes, dtype, remat=False, augment=False,
     module = model.module.clone(attention=attention)
     ids = vifi.class_token_ids(class_names(classes), "template")
     text = model.encode_text(ids) if config.train.use == "image" else jnp.asarray(ids)  # as train.py passes it
-    optimizer, _ = train.make_optimizer(config, iterations_per_epoch=1000)
+    optimizer, _ = optim.make_optimizer(config, iterations_per_epoch=1000)
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
-    state = train.init_state(model.params, config.train.use, optimizer, 0, mesh)
+    state = optim.init_state(model.params, config.train.use, optimizer, 0, mesh)
     rng = np.random.default_rng(0)
     video = jnp.asarray(rng.integers(0, 256, (1, batch, 1, frames, 224, 224, 3), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, classes, (1, batch)), jnp.int32)
     color = worst_case_color(batch, frames) if augment else None
-    step = jax.jit(train.make_train_step(module, optimizer, config, classes, mesh), donate_argnums=(0,),
+    step = jax.jit(steps.make_train_step(module, optimizer, config, classes, mesh), donate_argnums=(0,),
                    out_shardings=(jax.tree.map(lambda x: x.sharding, state), sharding.replicated(mesh)))
     start = time.perf_counter()
     compiled = step.lower(state, video, labels, text, color).compile()

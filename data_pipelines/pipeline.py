@@ -32,6 +32,10 @@ REASONS = video.KINDS
 MAX_REPLACEMENTS = 8
 
 
+# Where training clips get their flip, colour jitter and grayscale (config: data.augment_on).
+AUGMENT_ON = ("device", "host")
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipSpec:
     """How a clip is sampled and transformed; views V = num_clips × num_crops at test time, 1 in training."""
@@ -43,7 +47,8 @@ class ClipSpec:
     color_jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
     flip_prob: float = 0.5
-    augment_on_device: bool = False  # ship the drawn flip/jitter/grayscale parameters, not their pixels
+    augment_on: str = "host"  # AUGMENT_ON: where flip/jitter/grayscale are applied ("device": the drawn
+    #                            parameters are shipped with the uncoloured crops)
 
     @property
     def num_views(self):
@@ -76,7 +81,7 @@ class LoadClip(grain.transforms.Map):
         frames = transforms.train_crop(frames, rng, spec.size)
         color = transforms.draw_color_params(len(frames), rng, spec.color_jitter_prob, spec.grayscale_prob,
                                              spec.flip_prob)
-        if spec.augment_on_device:
+        if spec.augment_on == "device":
             return frames[None], label, color  # vifi_jax.train.augment applies them in the train step
         return transforms.apply_color_params(frames, color)[None], label, {}  # uint8: normalised on the device
 
@@ -102,7 +107,7 @@ class LoadClip(grain.transforms.Map):
                 current = int(rng.integers(len(self.source)))
         if frames is None:
             frames, valid = self._empty(), False
-            if self.spec.augment_on_device:
+            if self.spec.augment_on == "device":
                 color = transforms.identity_color_params(self.spec.num_frames)
         return {"frames": frames, "label": np.int32(label), "index": np.int32(index), "valid": np.bool_(valid),
                 "bad_index": bad_index, "bad_reason": bad_reason, **color}

@@ -139,7 +139,7 @@ def test_the_loader_draws_the_same_augmentation_on_both_paths():
     source = datasets.VideoFileSource(paths, list(range(len(paths))))
     spec = pipeline.ClipSpec(num_frames=8, size=112, train=True)
     host = pipeline.LoadClip(source, spec, seed=5)
-    device = pipeline.LoadClip(source, dataclasses.replace(spec, augment_on_device=True), seed=5)
+    device = pipeline.LoadClip(source, dataclasses.replace(spec, augment_on="device"), seed=5)
     apply = jax.jit(augment.augment)
     seen = set()
     for position in range(16):

@@ -93,7 +93,7 @@ def test_augmenting_in_the_step_trains_as_host_augmentation(tmp_path):
     spec = pipeline.ClipSpec(num_frames=4, size=32, train=True, color_jitter_prob=1.0, grayscale_prob=0.5)
     elements = [(position, position % len(source)) for position in range(4)]
     host = [pipeline.LoadClip(source, spec, seed=3).map(e) for e in elements]
-    device = [pipeline.LoadClip(source, dataclasses.replace(spec, augment_on_device=True), seed=3).map(e)
+    device = [pipeline.LoadClip(source, dataclasses.replace(spec, augment_on="device"), seed=3).map(e)
               for e in elements]
     labels = jnp.asarray([[e["label"] for e in host]])
     ids = jnp.asarray(vifi.class_token_ids(["a", "b", "c"], "template"))

@@ -6,6 +6,8 @@ error at start-up instead.
 """
 import math
 
+from data_pipelines import pipeline
+
 TEXT_MODES = ("auto", "template", "bare", "prompt")
 USES = ("both", "image", "text", "prompts")  # train.use: which parameters fine-tuning trains (train.optim)
 SOURCES = ("files", "tfds", "demo")
@@ -70,7 +72,7 @@ def check(config):
          "must be an integer >= 0, or -1 (a worker per core this process may use, less one)")
     need("data.source", lambda v: v in SOURCES, f"must be one of {SOURCES}")
     need("data.normalize", lambda v: v in NORMALIZATIONS, f"must be one of {NORMALIZATIONS}")
-    need("data.augment_on", lambda v: v in ("device", "host"), "must be device or host")
+    need("data.augment_on", lambda v: v in pipeline.AUGMENT_ON, f"must be one of {pipeline.AUGMENT_ON}")
     need("text_mode", lambda v: v in TEXT_MODES, f"must be one of {TEXT_MODES}")
     need("model.dtype", lambda v: v in DTYPES, f"must be one of {DTYPES}")
     need("mesh.fsdp", positive_int, "must be a positive integer")

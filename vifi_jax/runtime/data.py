@@ -89,4 +89,4 @@ def eval_splits(config):
 def clip_spec(config, train, num_clips=1, num_crops=1):
     return pipeline.ClipSpec(num_frames=config.data.num_frames, size=config.data.input_size, train=train,
                              num_clips=num_clips, num_crops=num_crops,
-                             augment_on_device=train and config.data.augment_on == "device")
+                             augment_on=config.data.augment_on if train else "host")

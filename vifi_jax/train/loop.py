@@ -139,7 +139,8 @@ def _train(config, workdir, session, train, plan, optimizer, lr_fn, state, ckpt,
     try:
         data_iter = pipeline.iterator(ds, config.data.num_workers)
         batches = prefetch.Prefetch(_update_batches(data_iter, mesh, range(start_update, plan.total_updates),
-                                                    t.accumulation_steps, plan.updates_per_epoch, plan.leftover))
+                                                    t.accumulation_steps, plan.updates_per_epoch, plan.leftover,
+                                                    config.data.augment_on))
         writer = _summary_writer(workdir)
         preemption = _Preemption()
         losses = step_log.StepLog(config, lr_fn, plan.total_updates, plan.updates_per_epoch, results, writer,
@@ -214,9 +215,9 @@ def _resume_results(results, results_path, start_update):
         results["best"] = previous["best"]
 
 
-def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_epoch, leftover):
+def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_epoch, leftover, augment_on="device"):
     """Per update: (its micro-batches stacked and placed as global arrays {frames, label, color (the colour
-    parameters, None when the loader applied them)}, the bad-sample reports of all
+    parameters with augment_on="device", None when the loader applied them)}, the bad-sample reports of all
     micro-batches read for it, also as global arrays); at each epoch start, first the micro-batches the
     official loop drops."""
     for update in updates:
@@ -225,7 +226,7 @@ def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_ep
             read += [next(data_iter) for _ in range(leftover)]
         micro = [next(data_iter) for _ in range(accumulation_steps)]
         stack = lambda keys: {k: np.stack([b[k] for b in micro]) for k in keys}
-        color = stack(transforms.COLOR_PARAMS) if "order" in micro[0] else None  # None: the loader applied them
+        color = stack(transforms.COLOR_PARAMS) if augment_on == "device" else None
         placed = sharding.global_batch(mesh, dict(stack(("frames", "label")), color=color), leading_axes=1)
         reports = {k: np.concatenate([b[k] for b in read + micro]) for k in ("bad_index", "bad_reason")}
         yield placed, sharding.global_batch(mesh, reports)  # gathered from every process when metrics are
