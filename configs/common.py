@@ -6,6 +6,8 @@ learning-rate schedule, match the reference run.
 """
 import ml_collections
 
+from data_pipelines import sampling
+
 TINY_MODEL = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
                   context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2,
                   transformer_layers=2)
@@ -66,11 +68,11 @@ def base_config():
         root="",  # DATA.ROOT: prefix of the paths in the list files
         train_file="", labels="", num_classes=0,
         tfds_name="", tfds_data_dir="", tfds_train_split="train",
-        num_frames=32, input_size=224, normalize="imagenet",
+        num_frames=sampling.NUM_FRAMES, input_size=224, normalize="imagenet",
         augment_on="device",  # device: flip/jitter/grayscale in the train step (host draws them) | host (reference)
         num_workers=-1,  # loader processes; -1: one per usable core, less one (pipeline.auto_workers)
         check_files=True, max_bad_fraction=0.01,
-        demo=ml_collections.ConfigDict(dict(num_classes=8, videos_per_class=4, num_frames=32, height=128,
+        demo=ml_collections.ConfigDict(dict(num_classes=8, videos_per_class=4, video_frames=32, height=128,
                                             width=170))))
     c.train = ml_collections.ConfigDict(dict(
         use="both",  # both | image | text | prompts: which parameters train
@@ -121,7 +123,7 @@ def smoke(c, num_sets=None):
     c.model.fields = ml_collections.ConfigDict(TINY_MODEL)
     c.data.source = "demo"
     c.data.num_frames, c.data.input_size, c.data.num_workers = 4, 32, 0
-    c.data.demo = ml_collections.ConfigDict(dict(num_classes=4, videos_per_class=4, num_frames=12, height=40,
+    c.data.demo = ml_collections.ConfigDict(dict(num_classes=4, videos_per_class=4, video_frames=12, height=40,
                                                  width=48))
     c.train.epochs, c.train.warmup_epochs = 2, 1
     c.train.batch_size = 4

@@ -30,7 +30,7 @@ def progress(total, description, unit, initial=0, enabled=True):
     """A tqdm bar with rate and ETA on stderr; pass `enabled=False` on all but one process of a job."""
     from tqdm import tqdm
     return tqdm(total=total, initial=initial, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                disable=not enabled, mininterval=0.5 if sys.stderr.isatty() else 10.0)
+                disable=not enabled, mininterval=0.5 if sys.stderr.isatty() else 2.0)
 
 
 def describe(error):

@@ -8,6 +8,7 @@ indices wrap modulo the frame count as mmaction's "loop" does (1 frame, 3 segmen
 import numpy as np
 
 MODES = ("train", "test")
+NUM_FRAMES = 32  # frames per clip: the official recipes' default, and every tool's (the one place it is set)
 
 
 def segment_frames(num_frames, num_segments, mode="train", rng=None):

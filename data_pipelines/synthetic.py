@@ -10,6 +10,7 @@ CSV, and is cached: a second call with the same arguments only checks the files.
 """
 import csv
 import json
+import logging
 import os
 
 import cv2
@@ -20,6 +21,8 @@ SHAPES = ("square", "circle", "triangle", "cross")
 MOTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
 GENERATOR_VERSION = 3  # part of the cache key: bump when render_clip changes
 FOURCC = {".mp4": "mp4v", ".avi": "XVID", ".webm": "VP90", ".mkv": "MJPG"}
+
+log = logging.getLogger(__name__)
 
 
 def _class(label):
@@ -96,6 +99,7 @@ def make_dataset(root, num_classes=4, videos_per_class=8, num_frames=24, height=
             if json.load(f) == spec and all(os.path.isfile(os.path.join(root, p)) for p, _ in entries):
                 return list_file, labels_csv
     os.makedirs(os.path.join(root, split), exist_ok=True)
+    log.info("writing %d generated clips to %s", len(entries), os.path.join(root, split))
     rng = np.random.default_rng([seed, len(split)])
     for relative, label in entries:
         write_video(os.path.join(root, relative), render_clip(label, num_frames, height, width, rng))

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from absl import app, flags
 
-from data_pipelines import cli, transforms, video
+from data_pipelines import cli, sampling, transforms, video
 from vifi_jax import api
 from vifi_jax.cli import flags as cli_flags
 from vifi_jax.runtime import encoder
@@ -81,7 +81,7 @@ def overlay(crop, relevance):
     return cv2.addWeighted(crop, 0.55, coloured, 0.45, 0)
 
 
-def explain_video(model, path, names, text, out, num_frames=32, stem=None):
+def explain_video(model, path, names, text, out, num_frames=sampling.NUM_FRAMES, stem=None):
     """Write <out>/<stem>.png and .json for one video (stem: the file name without extension); returns the
     JSON content."""
     crops, indices = encoder.read_test_view(path, num_frames, model.config["image_resolution"])  # decoded once

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from data_pipelines import cli, datasets, transforms, video
+from data_pipelines import cli, datasets, sampling, transforms, video
 from vifi_jax import api, features
 from vifi_jax.cli import flags as cli_flags
 from vifi_jax.models import clip
@@ -71,7 +71,7 @@ def _rows(per_frame, indices, level):
     return _normalized(per_frame), {"frames": [int(i) for i in indices]}
 
 
-def video_rows(model, path, level, num_frames=32, window=16, stride=4):
+def video_rows(model, path, level, num_frames=sampling.NUM_FRAMES, window=16, stride=4):
     """(rows [n, D], extra manifest fields) of one video at `level`."""
     size = model.config["image_resolution"]
     if level == "window":
@@ -124,7 +124,7 @@ def settings_of(model, level, num_frames, window, stride, dtype, shard_size, tex
             "weights": model.fingerprint, "weights_source": source}
 
 
-def extract(model, inputs, out, level="video", num_frames=32, window=16, stride=4, dtype="float32",
+def extract(model, inputs, out, level="video", num_frames=sampling.NUM_FRAMES, window=16, stride=4, dtype="float32",
             shard_size=1000, texts=False, labels=None, batch_size=8, source=None):
     """Write features of `inputs` (video paths, or texts with `texts=True`) under `out` (`vifi_jax.features`);
     returns the manifest entries of all inputs, in order (with each video's class `label` where `labels` are

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from data_pipelines import cli, video
+from data_pipelines import cli, sampling, video
 from vifi_jax import api
 from vifi_jax.cli import flags as cli_flags
 
@@ -40,7 +40,7 @@ def define_flags():
     cli_flags.json_output("Print one JSON object per video and line (JSON Lines) instead of a table.")
 
 
-def classify(model, paths, names, top_k=5, num_frames=32, text_mode=None):
+def classify(model, paths, names, top_k=5, num_frames=sampling.NUM_FRAMES, text_mode=None):
     """Yield {video, labels: [{label, probability}]} or {video, error} per video, in order, as each is done.
 
     Any failure on one video (unreadable, too large, out of memory, ...) becomes that video's error."""

@@ -8,7 +8,6 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 DEFAULT_WEIGHTS = "openai:ViT-B/16"
-DEFAULT_NUM_FRAMES = 32  # the official test view: 32 TSN segment centres
 
 
 def _define(kind, name, default, help_text, **options):
@@ -44,7 +43,8 @@ def labels_file(help_text="Label CSV with an 'id,name' header (the official labe
 
 
 def num_frames(help_text="Frames sampled per video: the centres of this many equal segments (TSN)."):
-    _define("integer", "num_frames", DEFAULT_NUM_FRAMES, help_text, lower_bound=1)
+    from data_pipelines import sampling
+    _define("integer", "num_frames", sampling.NUM_FRAMES, help_text, lower_bound=1)
 
 
 def out(default=None, help_text="Output directory (created)."):

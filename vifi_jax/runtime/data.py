@@ -32,7 +32,8 @@ def demo_split(config, name, train=False):
     key = hashlib.sha1(json.dumps(demo, sort_keys=True).encode()).hexdigest()[:8]
     root = os.path.join(downloads.cache_dir(), "demo", key)
     seed = int(hashlib.sha1(name.encode()).hexdigest()[:6], 16) + (0 if train else 1)
-    list_file, labels = synthetic.make_dataset(root, seed=seed, split=name, **demo)
+    sizes = {k: v for k, v in demo.items() if k != "video_frames"}
+    list_file, labels = synthetic.make_dataset(root, seed=seed, split=name, num_frames=demo["video_frames"], **sizes)
     names = datasets.read_labels(labels)
     return Split(datasets.VideoFileSource.from_list_file(list_file, root, len(names)), names, f"demo:{name}")
 

@@ -19,7 +19,7 @@ TEXT_CHUNK = 512  # texts encoded at a time
 FRAMES_PER_CHUNK = 64  # window level: frames decoded and encoded at a time
 
 
-def read_test_view(path, num_frames=32, size=224):
+def read_test_view(path, num_frames=sampling.NUM_FRAMES, size=224):
     """(the official test view as uint8 crops [1, num_frames, size, size, 3], the frame indices sampled):
     TSN sampling (the centre frame of each of `num_frames` equal segments), short side resized to
     `size * 256 / 224`, centre crop `size`."""
@@ -33,7 +33,7 @@ def read_test_view(path, num_frames=32, size=224):
     return transforms.test_transform(frames, size, 1), chosen["indices"]
 
 
-def load_video(path, num_frames=32, size=224):
+def load_video(path, num_frames=sampling.NUM_FRAMES, size=224):
     """A video file as the official single-view test input: normalised float32 [1, num_frames, size, size, 3]."""
     return transforms.normalize(read_test_view(path, num_frames, size)[0])
 

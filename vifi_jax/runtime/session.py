@@ -8,6 +8,7 @@ topology (`devices=`) compiles without any.
 """
 import dataclasses
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,8 @@ import numpy as np
 from vifi_jax.models import vifi
 from vifi_jax.runtime import config_checks, encoder, sharding
 from vifi_jax.weights import loading
+
+log = logging.getLogger(__name__)
 
 
 def place(host_params, mesh):
@@ -75,6 +78,7 @@ def from_config(config, devices=None, abstract=False):
     shapes only when `abstract`), its compute dtype and its ("data", "fsdp") mesh over `devices` (default:
     every device of the job)."""
     config_checks.check(config)
+    log.info("model: %s%s", config.model.init, " (shapes only)" if abstract else "")
     model_config, host_params, note = loading.read_model(config.model, seed=config.seed, abstract=abstract)
     if model_config["image_resolution"] != config.data.input_size:
         raise config_checks.ConfigError(

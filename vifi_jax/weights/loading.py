@@ -4,6 +4,8 @@ fresh deep prompts bridge-and-prompt adds to a fine-tuned checkpoint.
 Everything here stays in host memory (numpy), so a caller places the parameters straight into their
 shardings; with `abstract=True` nothing is read or drawn at all, only the shapes are traced.
 """
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,7 @@ from vifi_jax import tokenizer
 from vifi_jax.models import clip, vifi
 from vifi_jax.weights import convert
 
+log = logging.getLogger(__name__)
 CTX_PATH = "prompt_learner/ctx"
 RANDOM_PREFIX = "random:"
 
@@ -67,6 +70,7 @@ def read_model(model_config, seed=0, abstract=False):
     init_name = model_config.init
 
     def random_model(variant, note):
+        log.info("random initialisation of %s%s", variant, " (shapes only)" if abstract else "")
         config = variant_config(variant, **fields, **extra)
         return config, abstract_params(config) if abstract else init_params(config, seed), note
 
