@@ -1,0 +1,46 @@
+"""Every command starts, shows its help and fails the same way: --help exits 0 with the flags on stdout, a
+usage mistake (an unknown flag, a stray argument, a config that does not load) is one `error:` line with exit
+status 2, and a model that cannot take the configured frames is refused by name before any work."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import zeroshot
+from vifi_jax.runtime import config_checks, session
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMANDS = ["vifi_jax." + name for name in ("main", "predict", "extract", "search", "tsne", "explain", "convert",
+                                             "summarize")] + ["data_pipelines.prepare"]
+
+
+def run(*args):
+    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_exits_zero_and_an_unknown_flag_is_one_line(command):
+    code, out, err = run(command, "--help")
+    assert code == 0 and f"python -m {command}" in out and err == "", (out[-500:], err[-2000:])
+    code, out, err = run(command, "--no_such_flag=1")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err[-2000:]
+    assert err.startswith("error: Unknown command line flag 'no_such_flag'") and f"python -m {command} --help" in err
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--config=few_shot:dataset=hmdb5,shots=2"], "dataset='hmdb5': this config offers hmdb51"),
+    (["--config=zeroshot", "--config.train.lrr=1"], "--config.train.lrr: the config has no field 'lrr'"),
+    (["--config=nosuch"], "no shipped config 'nosuch'"),
+    (["--config=zeroshot", "stray"], "unexpected arguments: stray")])
+def test_config_mistakes_are_one_line(arguments, message):
+    code, out, err = run("vifi_jax.main", *arguments)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_model_that_takes_other_frames_than_the_data_is_refused_at_load():
+    config = zeroshot.get_config("smoke")  # a 32-pixel model
+    config.data.input_size = 48
+    with pytest.raises(config_checks.ConfigError, match=r"data.input_size=48 but the model .* takes 32x32 frames"):
+        session.from_config(config, abstract=True)
