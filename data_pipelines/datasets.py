@@ -80,6 +80,9 @@ class ListFile:
 def read_list_file(path, root="", num_classes=None, check_files=False):
     """Parse `relative/path label` lines (the official datasets_splits/ format), paths joined to `root`.
 
+    With a `root`, an entry must stay under it: an absolute path or a `..` that leaves it is an error naming
+    the line (links inside the tree may point anywhere). With an empty root, entries are used as written.
+
     Labels are checked against `num_classes`. With `check_files`, every file is stat-ed up front (fast:
     no decoding) and missing or empty ones are logged, so a run knows them before it starts; they are
     also handled as bad samples during the run.
@@ -99,7 +102,7 @@ def read_list_file(path, root="", num_classes=None, check_files=False):
         if num_classes is not None and label >= num_classes:
             raise DatasetError(f"{path}:{line_number}: label {label} is outside 0..{num_classes - 1}; does the "
                                f"label CSV match this list file?")
-        paths.append(os.path.join(root, parts[0]))
+        paths.append(files.inside(root, parts[0], f"{path}:{line_number}", links_may_leave=True) if root else parts[0])
         labels.append(label)
     if not paths:
         raise DatasetError(f"list file {path} lists no videos")

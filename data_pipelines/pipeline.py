@@ -14,7 +14,6 @@ had to skip (`bad_index`, `bad_reason`), which `BadSamples` turns into a report 
 import collections
 import dataclasses
 import gc
-import json
 import logging
 import os
 
@@ -23,7 +22,7 @@ import grain
 from absl import flags
 import numpy as np
 
-from data_pipelines import sampling, transforms, video
+from data_pipelines import files, sampling, transforms, video
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +292,9 @@ class TooManyBadSamples(RuntimeError):
     pass
 
 
+MAX_LOGGED = 20
+
+
 class BadSamples:
     """Collects the skipped videos reported in batches; writes a JSON report; stops past a bad fraction."""
 
@@ -306,7 +308,10 @@ class BadSamples:
             if index >= 0 and int(index) not in self.found:
                 self.found[int(index)] = REASONS[int(reason)]
                 new += 1
-                log.warning("skipped unreadable video %s (%s)", self.source.name(int(index)), REASONS[int(reason)])
+                if len(self.found) <= MAX_LOGGED:
+                    log.warning("skipped unreadable video %s (%s)%s", self.source.name(int(index)), REASONS[int(reason)],
+                                "; further ones are counted and reported, not logged" if len(self.found) == MAX_LOGGED
+                                else "")
         if new:
             self.check()
 
@@ -329,5 +334,4 @@ class BadSamples:
 
     def write(self, path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(self.summary(), f, indent=1)
+        files.write_json(path, self.summary(), "report of unreadable videos")

@@ -12,7 +12,6 @@ in `<data_dir>/<name>/<split>.bad_videos.json`.
 """
 import collections
 import io
-import json
 import logging
 import multiprocessing
 import os
@@ -22,7 +21,7 @@ import cv2
 import numpy as np
 from absl import app, flags
 
-from data_pipelines import cli, datasets, transforms, video
+from data_pipelines import cli, datasets, files, transforms, video
 
 log = logging.getLogger("data_pipelines.prepare")
 
@@ -160,8 +159,7 @@ def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", sho
     if not zstd:
         store_uncompressed(data_dir, name, version, split)
     report = {"videos": len(jobs) - len(bad), "bad": bad, "seconds": time.time() - start}
-    with open(os.path.join(data_dir, name, f"{split}.bad_videos.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    files.write_json(os.path.join(data_dir, name, f"{split}.bad_videos.json"), report, "report of unreadable videos")
     return report
 
 

@@ -1,4 +1,6 @@
 """List files and label CSVs in the official formats; the video-file source."""
+import os
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,22 @@ def test_text_files_with_a_bom_bad_labels_or_bad_bytes_get_clear_errors(tmp_path
         datasets.read_labels(labels)
     with pytest.raises(datasets.DatasetError, match=r"label file .* is a directory"):
         datasets.read_labels(tmp_path)
+
+
+def test_list_file_entries_stay_under_the_root_unless_it_is_empty(tmp_path):
+    """`../../etc/passwd` and `/proc/self/environ` are refused naming the line; a link inside the dataset
+    tree may lead to another disk; with an empty root the user has asked for paths as written."""
+    from data_pipelines import files
+    root = tmp_path / "data"
+    root.mkdir()
+    (tmp_path / "other_disk").mkdir()
+    os.symlink(tmp_path / "other_disk", root / "more")
+    listing = tmp_path / "list.txt"
+    for entry, reason in (("../../../../etc/passwd", r"leads outside .* \(through '\.\.'\)"),
+                          ("class0/../../x.mp4", "through '..'"), ("/proc/self/environ", "is an absolute path")):
+        listing.write_text(f"class0/a.mp4 0\n{entry} 1\n")
+        with pytest.raises(files.OutsideError, match=rf"list.txt:2: .*{reason}"):
+            datasets.read_list_file(listing, str(root))
+        assert datasets.read_list_file(listing, "").paths[1] == entry
+    listing.write_text("more/b.mp4 0\n")
+    assert datasets.read_list_file(listing, str(root)).paths == (os.path.join(root, "more/b.mp4"),)

@@ -59,3 +59,20 @@ def test_records_are_stored_uncompressed_unless_asked(synthetic_videos, tmp_path
         stored[zstd] = [source.load(i, lambda n: list(range(n)))[0] for i in range(len(source))]
     for plain, compressed in zip(stored[False], stored[True]):
         np.testing.assert_array_equal(plain, compressed)
+
+
+def test_without_tfds_prepare_is_one_line_with_the_install_command(synthetic_videos, tmp_path):
+    import os
+    import subprocess
+    import sys
+    root, list_file, labels = synthetic_videos
+    script = ("import sys, runpy; sys.modules['tensorflow_datasets'] = None; sys.argv = sys.argv[1:]; "
+              "runpy.run_module('data_pipelines.prepare', run_name='__main__')")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", script, "prepare", f"--list_file={list_file}", f"--root={root}",
+                             f"--labels_file={labels}", "--name=clips", f"--data_dir={tmp_path / 'tfds'}"],
+                            cwd=repo, capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("error: ") and "pip install -r requirements-tfds.txt" in lines[0]
+    assert not (tmp_path / "tfds").exists()
