@@ -14,16 +14,36 @@ import traceback
 
 from absl import app, flags
 
+from data_pipelines import files
+
 VERBOSE_ENV = "VIFI_JAX_VERBOSE"
 OUR_LOGGERS = ("vifi_jax", "data_pipelines")
 
 
+class _OrbaxErrorFilter(logging.Filter):
+    """Drops Orbax's own error reports (a traceback per failed write thread: ~200 lines for a full disk).
+    Every one of them is also raised to the code that saves, which ends the run with one `error:` line."""
+
+    def filter(self, record):
+        return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
+
+
 def configure_logging(level=logging.INFO):
     """Our loggers at `level`; every other (jax, TensorFlow, and Orbax and Grain, which log through absl) at
-    WARNING, so that a console shows our progress and everyone's warnings."""
+    WARNING, so that a console shows our progress and everyone's warnings. Without --verbose, Orbax's
+    error tracebacks are left to the one-line error that follows them."""
     logging.getLogger().setLevel(logging.WARNING)
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    if not _verbose():
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, _OrbaxErrorFilter) for f in handler.filters):
+                handler.addFilter(_OrbaxErrorFilter())
+
+
+def _verbose():
+    flag = flags.FLAGS["verbose"].value if "verbose" in flags.FLAGS else False
+    return bool(flag or os.environ.get(VERBOSE_ENV))
 
 
 def progress(total, description, unit, initial=0, enabled=True):
@@ -33,8 +53,35 @@ def progress(total, description, unit, initial=0, enabled=True):
                 disable=not enabled, mininterval=0.5 if sys.stderr.isatty() else 2.0)
 
 
+_ROOM_TEXTS = {"No space left on device": "no space left on the device",
+               "Disk quota exceeded": "the disk quota is exceeded",
+               "File too large": "the file is larger than allowed (file-size limit)"}
+
+
+def _full_disk(error):
+    """(the error, a sentence) for the first error in `error`'s chain that says a write ran out of room (disk,
+    quota, file-size limit), however deep a library (Orbax, TensorStore) wrapped it; or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and files.write_problem(error):
+            return error, files.write_problem(error)
+        for text, reason in _ROOM_TEXTS.items():
+            if text in str(error):
+                return error, reason
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def describe(error):
-    """One line: value, OS and runtime errors speak for themselves; any other also names its type."""
+    """One line: value, OS and runtime errors speak for themselves; any other also names its type. A write
+    that ran out of room says so first, with the file where it is known."""
+    full = _full_disk(error)
+    if full is not None and not isinstance(error, files.WriteError):
+        cause, reason = full
+        where = getattr(cause, "filename", None)
+        return (f"{reason}{f' writing {where}' if where else ''}: free space (or raise the limit) and run again; "
+                f"files already complete were kept ({' '.join(str(error).split())[:160]})")
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, (ValueError, OSError, RuntimeError)) and not isinstance(error, UnicodeError):
         return text
@@ -64,8 +111,14 @@ def guarded(main, verbose=lambda: False):
     def run(argv):
         try:
             return main(argv)
-        except (SystemExit, KeyboardInterrupt, app.UsageError):
+        except (SystemExit, app.UsageError):
             raise
+        except KeyboardInterrupt:
+            if verbose() or os.environ.get(VERBOSE_ENV):
+                raise
+            print("error: interrupted (Ctrl-C); finished files were kept, the step in progress was not written",
+                  file=sys.stderr)
+            sys.exit(130)
         except Exception as error:  # noqa: BLE001 - the point: every failure becomes one line
             fail(error, verbose())
     return run

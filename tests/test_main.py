@@ -6,8 +6,10 @@ import sys
 
 import pytest
 
-from configs import zeroshot
+from configs import common, zeroshot
+from data_pipelines import outputs
 from vifi_jax import main
+from vifi_jax.evaluators import job
 from vifi_jax.runtime import workdirs
 from vifi_jax.train import loop
 
@@ -72,6 +74,12 @@ def test_a_workdir_never_resumes_a_different_run(tmp_path):
     lines = err.strip().splitlines()
     assert code == 1 and lines[-1].startswith("error: ") and "train.lr: 0.001 -> 0.5" in lines[-1], err[-2000:]
     assert "Traceback" not in err
+    os.remove(tmp_path / outputs.MARKER)  # a workdir written before markers existed is still this run's
+    workdirs.claim(str(tmp_path))
+    assert outputs.is_claimed(str(tmp_path), "run")
+    (tmp_path / "config.json").write_text('{"train": {"lr": ' + "9" * 5000 + "}}")
+    with pytest.raises(ValueError, match=r"saved config .*config.json: train.lr is a 5000-digit number.*delete it"):
+        workdirs.prepare_training(str(tmp_path), changed)
 
 
 def test_cli_failures_are_one_line_and_verbose_shows_the_traceback(tmp_path):
@@ -83,3 +91,94 @@ def test_cli_failures_are_one_line_and_verbose_shows_the_traceback(tmp_path):
     code, _, err = run("vifi_jax.main", "--config=zeroshot:smoke", f"--workdir={tmp_path}", "--verbose",
                        "--config.model.init=/nowhere/model.pth")
     assert code == 1 and "Traceback" in err
+
+
+def test_a_workdir_holding_other_files_is_refused_and_left_as_it_was(tmp_path):
+    (tmp_path / "config.json").write_text('{"my": "experiment"}')
+    (tmp_path / "results.json").write_text("[1, 2, 3]")
+    code, out, err = run("vifi_jax.main", "--config=zeroshot:smoke", f"--workdir={tmp_path}")
+    lines = err.strip().splitlines()
+    assert code == 1 and lines[-1].startswith(f"error: --workdir={tmp_path} is not empty"), err
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "results.json"]
+    assert (tmp_path / "config.json").read_text() == '{"my": "experiment"}'
+    with pytest.raises(outputs.OutputError, match="is the root directory"):
+        loop.train_and_evaluate(zeroshot.get_config("train,smoke"), "/")
+    with pytest.raises(outputs.OutputError, match="is the root directory"):
+        job.run(zeroshot.get_config("smoke"), "/")
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_at_start(tmp_path):
+    config = zeroshot.get_config("smoke")
+    outputs.claim(tmp_path, "run", "--workdir")
+    with outputs.Lock(str(tmp_path), "--workdir"):
+        for start in (lambda: job.run(config, str(tmp_path)),
+                      lambda: loop.train_and_evaluate(zeroshot.get_config("train,smoke"), str(tmp_path))):
+            with pytest.raises(outputs.OutputError, match=rf"in use by another vifi_jax run \(process {os.getpid()}"):
+                start()
+    assert sorted(os.listdir(tmp_path)) == [outputs.MARKER]  # nothing written by the refused runs
+
+
+def unreadable_set(tmp_path, synthetic_videos, count):
+    _, _, labels = synthetic_videos
+    (tmp_path / "list.txt").write_text("".join(f"gone/video{i}.mp4 {i % 4}\n" for i in range(count)))
+    config = zeroshot.get_config("smoke")
+    config.data.source, config.data.root = "files", str(tmp_path)
+    config.eval.sets = {"val": common.eval_set(str(tmp_path / "list.txt"), labels)}
+    return config
+
+
+@pytest.mark.parametrize("count, expect", [(5, "none of the 5 videos could be read"),
+                                           (400, "none of the first 32 videos could be read")])
+def test_an_evaluation_that_reads_no_video_fails_early_and_writes_no_results(tmp_path, synthetic_videos, caplog,
+                                                                             count, expect):
+    import logging
+
+    from vifi_jax.evaluators import scoring
+    config = unreadable_set(tmp_path, synthetic_videos, count)
+    with caplog.at_level(logging.WARNING), pytest.raises(scoring.NothingReadError, match=rf"val.*{expect}, e\.g\. "
+                                                                                          r".*gone/video0\.mp4"):
+        job.run(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "results.json")
+    assert len(caplog.records) <= 25  # a bounded number of warnings, not one per video
+
+
+def test_ctrl_c_is_one_line_and_the_interrupted_evaluation_is_marked_partial(tmp_path):
+    import signal
+    import time
+    workdir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "vifi_jax.main", "--config=zeroshot:smoke",
+                                f"--workdir={workdir}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.time() + 300
+    while not (workdir / "config.json").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    lines = err.strip().splitlines()
+    assert process.returncode == 130 and lines[-1].startswith("error: interrupted (Ctrl-C)"), err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["partial"] is True and results["final"] == {} and "Ctrl-C" in results["interrupted"]
+    assert "no results: no set had finished" in err
+    assert not (workdir / outputs.LOCK).exists()  # released: the next run is not refused
+
+
+def test_no_room_for_a_checkpoint_is_one_line_before_anything_is_written(tmp_path):
+    """A file-size limit below the train state's size stands in for a full disk: the save is refused before
+    Orbax starts writing (no partial checkpoint, no pages of tracebacks)."""
+    import resource
+    import signal
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))  # the tiny model's state is ~40 MB
+
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    result = subprocess.run([sys.executable, "-m", "vifi_jax.main", "--config=zeroshot:train,smoke",
+                             f"--workdir={tmp_path}", "--config.train.max_steps=2"], cwd=REPO, capture_output=True,
+                            text=True, timeout=600, preexec_fn=limited, env=env)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and last.startswith(f"error: cannot write the checkpoint into {tmp_path}"), \
+        result.stderr[-3000:]
+    assert "file-size limit (ulimit -f) is 8.0 MiB" in last and "Traceback" not in result.stderr
+    assert not os.listdir(tmp_path / "checkpoints")

@@ -48,28 +48,32 @@ def test_evaluation_counts_every_video_once_and_equals_one_process(tmp_path):
         assert two[key] == one[key], key
 
 
-def test_sigterm_to_one_process_saves_every_process_at_the_same_update(tmp_path):
-    processes = start_job(tmp_path, 2, "--config.train.epochs=200", "--config.checkpoint.every_steps=1000",
-                          logs=tmp_path / "logs")
+def wait_for_update_2(processes, logs):
     deadline = time.time() + 300
-    while "update 2/" not in output_of(tmp_path / "logs", 0) and time.time() < deadline:
+    while "update 2/" not in output_of(logs, 0) and time.time() < deadline:
+        assert all(p.poll() is None for p in processes), output_of(logs, 0)[-3000:]  # ended early: say why
         time.sleep(0.2)
+
+
+def test_sigterm_to_one_process_saves_every_process_at_the_same_update(tmp_path):
+    workdir = tmp_path / "run"
+    processes = start_job(workdir, 2, "--config.train.epochs=200", "--config.checkpoint.every_steps=1000",
+                          logs=tmp_path / "logs")
+    wait_for_update_2(processes, tmp_path / "logs")
     processes[1].send_signal(signal.SIGTERM)
     for process in processes:
         process.wait(timeout=300)
     assert [p.returncode for p in processes] == [0, 0], output_of(tmp_path / "logs", 0)[-3000:]
-    stopped = json.load(open(tmp_path / "results.json"))["preempted_at"]
-    assert 2 <= stopped < 200 and str(stopped) in os.listdir(tmp_path / "checkpoints")
+    stopped = json.load(open(workdir / "results.json"))["preempted_at"]
+    assert 2 <= stopped < 200 and str(stopped) in os.listdir(workdir / "checkpoints")
     for i in range(2):
         assert f"saved update {stopped} after SIGTERM" in output_of(tmp_path / "logs", i)
 
 
 def test_when_one_process_dies_the_other_stops_with_an_error(tmp_path):
-    processes = start_job(tmp_path, 2, "--config.train.epochs=200", "--config.checkpoint.every_steps=1000",
+    processes = start_job(tmp_path / "run", 2, "--config.train.epochs=200", "--config.checkpoint.every_steps=1000",
                           logs=tmp_path / "logs", heartbeat_timeout=10)
-    deadline = time.time() + 300
-    while "update 2/" not in output_of(tmp_path / "logs", 0) and time.time() < deadline:
-        time.sleep(0.2)
+    wait_for_update_2(processes, tmp_path / "logs")
     processes[1].kill()
     start = time.time()
     processes[0].wait(timeout=120)  # not forever: the collective with the dead process fails

@@ -84,3 +84,37 @@ def test_the_retrieval_job_on_generated_clips_and_on_caption_files(tmp_path, syn
     config.retrieval.captions = str(tmp_path / "bad.csv")
     with pytest.raises(datasets.DatasetError, match="expected columns video_id and caption"):
         job.run(config, str(tmp_path / "bad"))
+
+
+def test_caption_files_of_the_wrong_shape_and_unreadable_videos_are_errors(tmp_path, synthetic_videos):
+    """Each is one error naming the file and the item, never a TypeError, a hang or R@5 = 100 of nothing."""
+    import json
+    import os
+
+    from configs import retrieval as retrieval_config
+    from data_pipelines import datasets, files
+    from vifi_jax.evaluators import scoring
+    root, list_file, _ = synthetic_videos
+    config = retrieval_config.get_config("smoke")
+    config.data.source, config.data.root = "files", root
+    for name, content, expect in (("dict.json", {"video": "a", "caption": "b"}, "must hold a JSON list"),
+                                  ("strings.json", ["a clip"], r"item 0: expected an object .* got a clip"),
+                                  ("no_caption.json", [{"video": "a", "text": "b"}], "item 0: expected an object"),
+                                  ("up.json", [{"video": "../../etc/passwd", "caption": "x"}], "leads outside")):
+        (tmp_path / name).write_text(json.dumps(content))
+        config.retrieval.captions = str(tmp_path / name)
+        with pytest.raises((datasets.DatasetError, files.OutsideError), match=expect):
+            retrieval.caption_pairs(config)
+    (tmp_path / "short.csv").write_text("video_id,caption\nclass0/clip0\n")
+    config.retrieval.captions = str(tmp_path / "short.csv")
+    with pytest.raises(datasets.DatasetError, match=r"short.csv:2: a row without a video_id or caption"):
+        retrieval.caption_pairs(config)
+    os.mkfifo(tmp_path / "fifo.csv")
+    config.retrieval.captions = str(tmp_path / "fifo.csv")
+    with pytest.raises(datasets.DatasetError, match="fifo.csv is a FIFO"):  # refused at once, never blocks
+        retrieval.caption_pairs(config)
+    (tmp_path / "missing.json").write_text(json.dumps([{"video": f"gone{i}", "caption": "x"} for i in range(3)]))
+    config.retrieval.captions = str(tmp_path / "missing.json")
+    with pytest.raises(scoring.NothingReadError, match="none of the 3 videos could be read, e.g. .*gone0"):
+        job.run(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "results.json")

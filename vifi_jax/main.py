@@ -81,12 +81,11 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/zeroshot.py")
     import jax
     from vifi_jax.evaluators import job
-    from vifi_jax.runtime import config_checks, workdirs
+    from vifi_jax.runtime import config_checks
     from vifi_jax.train import loop
     config_checks.check(config)
     cli_flags.join_processes()
     workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
-    os.makedirs(workdir, exist_ok=True)
     cli.configure_logging()
     log.info("config:\n%s", "\n".join(f"  {key}: {json.dumps(value, sort_keys=True)}"
                                        for key, value in config_checks.relevant(config).items()))
@@ -95,7 +94,6 @@ def main(argv):
     if config.mode == "train":
         results = loop.train_and_evaluate(config, workdir, FLAGS.resume_changed_config)
     else:
-        workdirs.save_config(workdir, config)
         results = job.run(config, workdir)
     if results.get("note"):
         print(f"WARNING: {results['note']}")

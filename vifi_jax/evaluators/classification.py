@@ -32,10 +32,11 @@ class ClassificationEvaluator:
         self.spec = data.clip_spec(config, False, num_clips, num_crops)
         self.splits = data.eval_splits(config)
 
-    def run(self, module, params):
-        """{set name: metrics} for the model `module` with `params` (placed on the mesh)."""
+    def run(self, module, params, out=None):
+        """{set name: metrics} for the model `module` with `params` (placed on the mesh); filled into `out`
+        set by set, so an interrupted run still has the sets it finished."""
         c, enc = self.config, encoder.Encoder(module, params)
-        out = {}
+        out = {} if out is None else out
         for name, split in self.splits.items():
             ids = vifi.class_token_ids(split.class_names, c.text_mode, module.learned_text_prompts)
             out[name] = evaluate(enc, split, self.spec, c.eval.batch_size, self.mesh, ids, c.data.num_workers,

@@ -10,6 +10,7 @@ import time
 
 from vifi_jax.evaluators.classification import ClassificationEvaluator
 from vifi_jax.evaluators.retrieval import RetrievalEvaluator
+from vifi_jax.runtime import config_checks
 from vifi_jax.runtime import session as session_lib
 from vifi_jax.runtime import workdirs
 
@@ -28,15 +29,34 @@ def make(config, mesh, final=True):
 
 def run(config, workdir):
     """Evaluate `model.init` with the config's evaluator; returns (and writes) the results."""
-    session = session_lib.from_config(config)
-    if session.note:
-        log.warning(session.note)
-    evaluator = make(config, session.mesh)
-    start = time.time()
-    found = evaluator.run(session.module, session.params)
-    results = {"config": config.to_dict(), "note": session.note, "model": session.weights, "final": found,
-               "summary": evaluator.summary(found), "seconds": time.time() - start}
-    if results["summary"] is None:
-        del results["summary"]
-    workdirs.write_json(os.path.join(workdir, "results.json"), results)
+    config_checks.check(config)  # before the workdir is touched
+    workdirs.claim(workdir)
+    with workdirs.lock(workdir):
+        return _evaluate(config, workdir)
+
+
+def _evaluate(config, workdir):
+    start, found = time.time(), {}
+    results = {"config": config.to_dict(), "note": None, "model": None, "final": found}
+    path = os.path.join(workdir, "results.json")
+    try:
+        workdirs.save_config(workdir, config)
+        session = session_lib.from_config(config)
+        if session.note:
+            log.warning(session.note)
+        results.update(note=session.note, model=session.weights)
+        evaluator = make(config, session.mesh)
+        evaluator.run(session.module, session.params, found)
+    except KeyboardInterrupt:
+        results.update(partial=True, interrupted="by Ctrl-C; final holds only the sets finished before",
+                       seconds=time.time() - start)
+        workdirs.write_json(path, results)
+        log.warning("interrupted: %s holds %s (marked partial)", path,
+                    f"the finished sets {sorted(found)}" if found else "no results: no set had finished")
+        raise
+    summary = evaluator.summary(found)
+    if summary is not None:
+        results["summary"] = summary
+    results["seconds"] = time.time() - start
+    workdirs.write_json(path, results)
     return results

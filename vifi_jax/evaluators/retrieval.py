@@ -8,14 +8,14 @@ videos; a video's rank is the best place among all captions of any of its captio
 pessimistically: every other item scored at least as high as the ground truth is counted above it.
 """
 import csv
-import json
+import io
 import logging
 import os
 import time
 
 import numpy as np
 
-from data_pipelines import datasets
+from data_pipelines import datasets, files
 from vifi_jax import tokenizer
 from vifi_jax.evaluators import scoring
 from vifi_jax.models import vifi
@@ -61,17 +61,28 @@ def read_captions(path):
     `MSRVTT_JSFUSION_test.csv` has both, with `sentence` for the caption) or a JSON list of
     {"video", "caption"} objects."""
     if path.endswith(".json"):
-        with open(path, encoding="utf-8") as f:
-            rows = json.load(f)
-        pairs = [(str(r["video"]), str(r["caption"])) for r in rows]
+        rows = files.read_json(path, "captions file")
+        if not isinstance(rows, list):
+            raise datasets.DatasetError(f"captions file {path} must hold a JSON list of {{\"video\", \"caption\"}} "
+                                        f"objects, not a {type(rows).__name__}")
+        pairs = []
+        for number, row in enumerate(rows):
+            if not (isinstance(row, dict) and isinstance(row.get("video"), (str, int))
+                    and isinstance(row.get("caption"), str)):
+                raise datasets.DatasetError(f"captions file {path}, item {number}: expected an object with a "
+                                            f"\"video\" id and a \"caption\" string, got {str(row)[:80]}")
+            pairs.append((str(row["video"]), row["caption"]))
     else:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            caption_field = "caption" if "caption" in (reader.fieldnames or []) else "sentence"
-            if "video_id" not in (reader.fieldnames or []) or caption_field not in reader.fieldnames:
-                raise datasets.DatasetError(f"{path}: expected columns video_id and caption (or sentence), got "
-                                            f"{reader.fieldnames}")
-            pairs = [(row["video_id"], row[caption_field]) for row in reader]
+        reader = csv.DictReader(io.StringIO(datasets.read_text(path, "captions file"), newline=""))
+        caption_field = "caption" if "caption" in (reader.fieldnames or []) else "sentence"
+        if "video_id" not in (reader.fieldnames or []) or caption_field not in reader.fieldnames:
+            raise datasets.DatasetError(f"{path}: expected columns video_id and caption (or sentence), got "
+                                        f"{reader.fieldnames}")
+        pairs = []
+        for number, row in enumerate(reader, start=2):
+            if row["video_id"] is None or row[caption_field] is None:
+                raise datasets.DatasetError(f"{path}:{number}: a row without a video_id or caption")
+            pairs.append((row["video_id"], row[caption_field]))
     if not pairs:
         raise datasets.DatasetError(f"{path} lists no captions")
     return pairs
@@ -93,8 +104,13 @@ def caption_pairs(config):
             raise config_checks.ConfigError("retrieval needs --config.retrieval.captions (a CSV or JSON of captions)")
         captions_file = r.captions if os.path.isabs(r.captions) else os.path.join(config.data.splits_dir, r.captions)
         pairs, root = read_captions(captions_file), config.data.root
-    return [(video if root is None else os.path.join(root, video + r.video_suffix), caption)
-            for video, caption in pairs]
+    if root is None:
+        return pairs
+
+    def path(video):  # under data.root (an id that leaves it is refused); as written with an empty root
+        name = video + r.video_suffix
+        return files.inside(root, name, f"video {video!r} of {r.captions}", links_may_leave=True) if root else name
+    return [(path(video), caption) for video, caption in pairs]
 
 
 def free_text_ids(module, texts):
@@ -116,7 +132,7 @@ class RetrievalEvaluator:
         self.videos, self.captions = list(index), [caption for _, caption in pairs]
         self.caption_video = [index[video] for video, _ in pairs]
 
-    def run(self, module, params):
+    def run(self, module, params, out=None):
         c, enc = self.config, encoder.Encoder(module, params)
         start = time.time()
         text = enc.text_features(free_text_ids(module, self.captions))
@@ -126,9 +142,10 @@ class RetrievalEvaluator:
             c.data.num_workers, c.seed, c.data.normalize, "retrieval")
         similarity = np.full((len(self.captions), len(self.videos)), -np.inf)  # unreadable: -inf, found by none
         similarity[:, indices] = rows.T
-        return {"retrieval": {**metrics(similarity, self.caption_video), "videos": len(self.videos),
-                              "captions": len(self.captions), "unreadable": unreadable,
-                              "seconds": time.time() - start}}
+        out = {} if out is None else out
+        out["retrieval"] = {**metrics(similarity, self.caption_video), "videos": len(self.videos),
+                            "captions": len(self.captions), "unreadable": unreadable, "seconds": time.time() - start}
+        return out
 
     @staticmethod
     def summary(found):

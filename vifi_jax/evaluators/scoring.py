@@ -1,13 +1,28 @@
 """Every video of a source scored against texts: the loop both evaluators share.
 
 Every video of a split is counted (padding + validity mask); unreadable videos are excluded and listed,
-never replaced.
+never replaced. An evaluation that reads none of its first EARLY_STOP videos stops there, and one that read
+no video at all is an error, never a metric of nothing.
 """
 import jax
 import numpy as np
 
 from data_pipelines import cli, pipeline
 from vifi_jax.runtime import sharding
+
+EARLY_STOP = 32
+
+
+class NothingReadError(RuntimeError):
+    """An evaluation could read none of its videos."""
+
+
+def _nothing_read(description, seen, bad):
+    found = bad.summary()
+    examples = "; ".join(f"{v['file']} ({v['reason']})" for v in found["videos"][:3])
+    return NothingReadError(f"{description}: none of the {'first ' if seen < len(bad.source) else ''}{seen} videos "
+                            f"could be read{f', e.g. {examples}' if examples else ''}; check data.root and the list "
+                            "file's paths (nothing was evaluated)")
 
 
 def score_views(encoder, source, spec, text, batch_size, mesh, reduce, num_workers=0, seed=0,
@@ -20,7 +35,7 @@ def score_views(encoder, source, spec, text, batch_size, mesh, reduce, num_worke
     batch_size = -(-batch_size // mesh.size) * mesh.size  # whole batches on every device
     ds = pipeline.eval_dataset(source, spec, batch_size // process[1], seed, process, multiple=mesh.size)
     bad = pipeline.BadSamples(source, max_fraction=1.0)
-    scores, labels, indices, valid = [], [], [], []
+    scores, labels, indices, valid, seen = [], [], [], [], 0
     batches = pipeline.iterator(ds, num_workers)
     bar = cli.progress(len(source), description, "video", enabled=process[0] == 0)
     try:
@@ -32,10 +47,17 @@ def score_views(encoder, source, spec, text, batch_size, mesh, reduce, num_worke
             scores.append(reduce(host["logits"]))
             for kept, key in ((labels, "label"), (indices, "index"), (valid, "valid")):
                 kept.append(host[key])
-            bar.update(min(placed["frames"].shape[0], len(source) - bar.n))
+            step = min(placed["frames"].shape[0], len(source) - seen)
+            seen += step
+            bar.update(step)
+            readable = sum(int(v.sum()) for v in valid)  # the same on every process (gathered)
+            if not readable and seen >= min(EARLY_STOP, len(source)):
+                raise _nothing_read(description, seen, bad)
     finally:
         pipeline.close(batches)
         bar.close()
-    valid = np.concatenate(valid)
+    valid = np.concatenate(valid) if valid else np.zeros(0, bool)
+    if not valid.any():
+        raise _nothing_read(description, len(source), bad)
     return (np.concatenate(scores)[valid], np.concatenate(labels)[valid], np.concatenate(indices)[valid],
             bad.summary()["videos"])

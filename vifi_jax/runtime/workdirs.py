@@ -5,11 +5,14 @@ Rerunning the same command resumes. A rerun whose config differs in a field that
 model, the data, the schedule, ...) would silently continue another run, so it is refused, naming each
 such field; fields that only change how the run executes may differ freely.
 """
+import contextlib
 import json
 import os
 
 import jax
 from flax import traverse_util
+
+from data_pipelines import files, outputs
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -18,13 +21,46 @@ FREE_FIELDS = ("data.num_workers", "data.check_files", "data.max_bad_fraction", 
                "checkpoint.", "mesh.", "train.max_steps", "model.remat")
 
 
+RUN_NAMES = {CONFIG_FILE, "results.json", CHECKPOINTS, "tensorboard", "best", "final", "bad_videos.json",
+             outputs.LOCK}
+
+
 def write_json(path, obj):
     """Write a results file atomically (process 0 only): a reader never sees half of it."""
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(path + ".tmp", path)
+        files.write_json(path, obj, "results file")
+
+
+def legacy_run(directory, names):
+    """Whether an unmarked directory is a workdir an earlier vifi_jax wrote: only names a run writes, and a
+    config.json that is a vifi_jax experiment config."""
+    if not set(names) <= RUN_NAMES or CONFIG_FILE not in names:
+        return False
+    try:
+        saved = files.read_json(os.path.join(directory, CONFIG_FILE), "saved config")
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and {"mode", "model", "data"} <= set(saved)
+
+
+def claim(workdir):
+    """Make `workdir` this run's (process 0; the others wait for it): see `data_pipelines.outputs.claim`."""
+    if jax.process_index() == 0:
+        outputs.claim(workdir, "run", "--workdir", legacy_run)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("vifi_jax.workdirs: the workdir is claimed")
+
+
+def lock(workdir):
+    """One run at a time in `workdir` (held by process 0 of a job)."""
+    return outputs.Lock(workdir, "--workdir") if jax.process_index() == 0 else contextlib.nullcontext()
+
+
+def read_saved_config(workdir):
+    path = os.path.join(workdir, CONFIG_FILE)
+    return files.read_json(path, "saved config", f"delete it to start {workdir} afresh, or choose another --workdir")
 
 
 class ChangedConfigError(ValueError):
@@ -60,8 +96,7 @@ def prepare_training(workdir, config, resume_changed=False):
     """Refuse to resume another run's checkpoints in `workdir`, then save this run's config there."""
     path = os.path.join(workdir, CONFIG_FILE)
     if has_checkpoints(workdir) and os.path.isfile(path) and not resume_changed:
-        with open(path) as f:
-            saved = json.load(f)
+        saved = read_saved_config(workdir)
         changed = changed_fields(saved, config.to_dict())
         if changed:
             listing = "; ".join(f"{field}: {before!r} -> {after!r}" for field, before, after in changed)
@@ -76,6 +111,5 @@ def save_config(workdir, config):
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG_FILE)
     if jax.process_index() == 0:
-        with open(path + ".tmp", "w") as f:
+        with files.atomic_write(path, "saved config") as f:
             f.write(config.to_json_best_effort(indent=1))
-        os.replace(path + ".tmp", path)

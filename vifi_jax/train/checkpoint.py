@@ -9,6 +9,8 @@ the rest (`latest_step`, `should_save`, `reached_preemption`, `wait_until_finish
 import jax
 import orbax.checkpoint as ocp
 
+from data_pipelines import files
+
 
 def manager(directory, every_steps, keep=3, async_save=True):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps,
@@ -17,7 +19,11 @@ def manager(directory, every_steps, keep=3, async_save=True):
 
 
 def save(checkpoints, step, state, force=False):
-    """Save if `step` is due (or `force`); returns whether a save started."""
+    """Save if `step` is due (or `force`); returns whether a save started. A disk without room for the state
+    is refused before anything is written (one error naming the directory, not Orbax's tracebacks)."""
+    if not (force or checkpoints.should_save(step)):
+        return False
+    files.check_room(checkpoints.directory, sum(x.nbytes for x in jax.tree.leaves(state)), "the checkpoint")
     return checkpoints.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=force)
 
 

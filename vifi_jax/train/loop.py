@@ -5,7 +5,6 @@ official loop does it, the best model kept, and a save before exiting on SIGTERM
 the step they agree on through JAX's preemption service).
 """
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -14,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines import cli, pipeline, transforms
+from data_pipelines import cli, files, pipeline, transforms
 from vifi_jax.evaluators import job
 from vifi_jax.models import flops
 from vifi_jax.runtime import config_checks, data, encoder, sharding, workdirs
@@ -78,7 +77,13 @@ def train_and_evaluate(config, workdir, resume_changed_config=False):
     A workdir with checkpoints is resumed, unless its saved config differs in a field that changes results
     (`workdirs.ChangedConfigError`; `resume_changed_config=True` resumes anyway)."""
     config_checks.check(config)  # before the workdir is touched
-    workdirs.prepare_training(workdir, config, resume_changed_config)
+    workdirs.claim(workdir)
+    with workdirs.lock(workdir):
+        workdirs.prepare_training(workdir, config, resume_changed_config)
+        return _setup_and_train(config, workdir)
+
+
+def _setup_and_train(config, workdir):
     t = config.train
     session = session_lib.from_config(config)
     if session.note:
@@ -206,8 +211,8 @@ def _resume_results(results, results_path, start_update):
     """Keep the history, evaluations and best of the run being resumed, up to its checkpoint."""
     if not os.path.exists(results_path):
         return
-    with open(results_path) as f:
-        previous = json.load(f)
+    previous = files.read_json(results_path, "results file of the run being resumed",
+                               "delete it to resume without the earlier history")
     results["history"] = [h for h in previous.get("history", []) if h["step"] <= start_update]
     results["evaluations"] = {k: v for k, v in previous.get("evaluations", {}).items()
                               if k.startswith("step_") and int(k[len("step_"):]) <= start_update}
