@@ -245,3 +245,152 @@ def test_destinations_safetensors_and_overwrite(openai_model, tmp_path, capsys):
     with pytest.raises(SystemExit):
         convert_command.run([str(tmp_path / "clip.pth"), str(tmp_path / "clip.safetensors")])
     assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def tiny_state(openai_model, **changes):
+    state = {k: v.clone() for k, v in perturbed_reference(openai_model).state_dict().items()}
+    state.update(changes)
+    return state
+
+
+@pytest.mark.parametrize("key, value, expect", [
+    ("visual.proj", float("nan"), r"non-finite values \(NaN or infinity\) in visual/proj"),
+    ("transformer.resblocks.1.mlp.c_fc.bias", float("-inf"), "in transformer/resblocks_1/mlp/c_fc/bias"),
+    ("logit_scale", float("inf"), "non-finite values .* in logit_scale"),
+    ("logit_scale", 1e4, r"logit_scale is 10000, .* outside \[0, ln 200\]"),
+    ("logit_scale", -3.0, r"logit_scale is -3, .*outside \[0, ln 200\]")])
+def test_damaged_values_are_refused_at_load_naming_the_tensor(openai_model, tmp_path, key, value, expect):
+    """From a PyTorch file and from a model directory alike: no NaN reaches a probability."""
+    state = tiny_state(openai_model)
+    with torch.no_grad():
+        state[key].view(-1)[0] = value
+    torch.save(state, tmp_path / "damaged.pth")
+    with pytest.raises(convert.ConversionError, match=expect):
+        convert.read(tmp_path / "damaged.pth")
+    assert not os.path.exists(tmp_path / "model")
+    config, params = convert.read(_saved(openai_model, tmp_path))
+    flat = traverse_util.flatten_dict(params, sep="/")
+    path = _path_of(key)
+    flat[path] = np.array(flat[path])
+    flat[path].reshape(-1)[0] = value
+    from vifi_jax.weights import model_dir
+    model_dir.save(tmp_path / "model", config, traverse_util.unflatten_dict(flat, sep="/"))
+    with pytest.raises(convert.ConversionError, match=expect):
+        convert.read(str(tmp_path / "model"))
+
+
+def _saved(openai_model, tmp_path):
+    torch.save(tiny_state(openai_model), tmp_path / "good.pth")
+    return tmp_path / "good.pth"
+
+
+def _path_of(key):
+    flat, _ = convert.openai_to_flat({key: np.zeros((2, 2) if key.endswith("proj") else (2,), np.float32)})
+    return next(iter(flat))
+
+
+def test_integer_tensors_are_cast_where_exact_and_refused_naming_their_dtype(openai_model, tmp_path):
+    """An int64 tensor used to be written into a model directory that then failed to load."""
+    state = tiny_state(openai_model, logit_scale=torch.tensor(4, dtype=torch.int64))
+    torch.save(state, tmp_path / "int.pth")
+    assert convert_command.run([str(tmp_path / "int.pth"), str(tmp_path / "model")]) == 0
+    _, params = convert.read(str(tmp_path / "model"))  # loads back
+    assert params["logit_scale"].dtype == np.float32 and float(params["logit_scale"]) == 4.0
+    state["positional_embedding"] = torch.full(state["positional_embedding"].shape, 2 ** 40, dtype=torch.int64)
+    torch.save(state, tmp_path / "huge.pth")
+    with pytest.raises(convert.ConversionError, match="positional_embedding is a int64 tensor with values beyond"):
+        convert.read(tmp_path / "huge.pth")
+    state["positional_embedding"] = state["positional_embedding"].to(torch.complex64)
+    torch.save(state, tmp_path / "complex.pth")
+    with pytest.raises(convert.ConversionError, match="positional_embedding is a complex64 tensor; CLIP parameters"):
+        convert.read(tmp_path / "complex.pth")
+
+
+def test_links_inside_a_model_directory_are_refused(openai_model, tmp_path):
+    torch.save(tiny_state(openai_model), tmp_path / "clip.pth")
+    for name in ("a", "b"):
+        assert convert_command.run([str(tmp_path / "clip.pth"), str(tmp_path / name)]) == 0
+    os.symlink(tmp_path / "a", tmp_path / "link_to_a")  # the directory itself may be a link
+    convert.read(str(tmp_path / "link_to_a"))
+    shutil.rmtree(tmp_path / "b" / "params")
+    os.symlink(tmp_path / "a" / "params", tmp_path / "b" / "params")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'b' / 'params'} is a symbolic link \(to .*a/params\)"):
+        convert.read(str(tmp_path / "b"))
+
+
+def test_saving_a_model_replaces_only_a_vifi_jax_model(tmp_path):
+    """Training's best/ and final/ export: a directory holding anything else is left as it is."""
+    from conftest import TINY
+    from vifi_jax import api
+    from vifi_jax.weights import model_dir
+    model = api.init("ViT-B/16", seed=0, **TINY)
+    (tmp_path / "final" / "params").mkdir(parents=True)
+    (tmp_path / "final" / "params" / "notes.txt").write_text("mine")
+    with pytest.raises(model_dir.ModelDirError, match="exists and is not a vifi_jax model; it is left as it is"):
+        model.save(str(tmp_path / "final"))
+    assert (tmp_path / "final" / "params" / "notes.txt").read_text() == "mine"
+    model.save(str(tmp_path / "best"))
+    other = api.init("ViT-B/16", seed=1, **TINY)
+    other.save(str(tmp_path / "best"))  # a model is replaced whole
+    assert api.load(str(tmp_path / "best")).fingerprint == other.fingerprint
+    assert sorted(os.listdir(tmp_path)) == ["best", "final"]  # no staging left
+
+
+def test_a_killed_conversion_keeps_the_old_model_and_its_leftover_is_removed(openai_model, tmp_path):
+    """SIGKILL after the new model is written but before it is swapped in: the old destination is whole;
+    the next run removes the dead process's `<dst>.partial-<pid>`, says so, and finishes."""
+    import subprocess
+    import sys
+    import textwrap
+    torch.save(tiny_state(openai_model), tmp_path / "clip.pth")
+    assert convert_command.run([str(tmp_path / "clip.pth"), str(tmp_path / "model")]) == 0
+    old = convert.read(str(tmp_path / "model"))[1]
+    state = tiny_state(openai_model)
+    with torch.no_grad():
+        state["logit_scale"].fill_(3.0)
+    torch.save(state, tmp_path / "new.pth")
+    script = textwrap.dedent(f"""
+        import os, signal
+        from vifi_jax import convert as command
+        from vifi_jax.weights import model_dir
+        write = model_dir.write
+        def write_then_die(*args, **kwargs):
+            write(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+        model_dir.write = write_then_die
+        command.run([{str(tmp_path / 'new.pth')!r}, {str(tmp_path / 'model')!r}, "--overwrite"])
+        """)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    killed = subprocess.Popen([sys.executable, "-c", script], cwd=repo, stderr=subprocess.PIPE, text=True)
+    _, err = killed.communicate(timeout=300)
+    assert killed.returncode == -9, err[-2000:]
+    leftovers = [name for name in os.listdir(tmp_path) if name.startswith("model.partial-")]
+    assert leftovers == [f"model.partial-{killed.pid}"]
+    np.testing.assert_array_equal(convert.read(str(tmp_path / "model"))[1]["logit_scale"], old["logit_scale"])
+    again = subprocess.run([sys.executable, "-m", "vifi_jax.convert", str(tmp_path / "new.pth"), str(tmp_path / "model"),
+                            "--overwrite"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and f"removed {tmp_path / leftovers[0]}" in again.stderr, again.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path)) == ["clip.pth", "model", "new.pth"]
+    assert float(convert.read(str(tmp_path / "model"))[1]["logit_scale"]) == 3.0
+
+
+def test_a_full_disk_during_convert_is_one_line_and_leaves_nothing(openai_model, tmp_path):
+    """RLIMIT_FSIZE makes Orbax's writes fail as a full disk would (EFBIG instead of ENOSPC)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # the token embedding alone is 25 MB
+
+    torch.save(tiny_state(openai_model), tmp_path / "clip.pth")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-m", "vifi_jax.convert", str(tmp_path / "clip.pth"), str(tmp_path / "model")],
+                         cwd=repo, capture_output=True, text=True, timeout=300, preexec_fn=limited, env=env)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), run.stderr[-3000:]
+    assert "file-size limit" in lines[0] or "larger than allowed" in lines[0] or "File too large" in lines[0]
+    assert sorted(os.listdir(tmp_path)) == ["clip.pth"]  # no half-written model, no staging

@@ -9,6 +9,8 @@ DST: a directory (vifi_jax checkpoint), a `.pth`/`.pt` file in `--layout`, or a 
 (OpenAI names). An existing destination is replaced only with --overwrite, and a directory that is not a
 vifi_jax model never.
 """
+import logging
+
 from absl import app, flags
 
 from data_pipelines import cli
@@ -30,6 +32,7 @@ def define_flags():
 def main(argv):
     if len(argv) != 3:
         raise app.UsageError("give SRC and DST")
+    cli.configure_logging(logging.WARNING)  # Orbax's INFO lines stay out; our warnings (leftovers removed) show
     from vifi_jax.weights import convert
     print(convert.convert(argv[1], argv[2], FLAGS.clip_weights, FLAGS.layout, FLAGS.dtype, FLAGS.overwrite))
     return 0

@@ -8,13 +8,12 @@ the command.
 """
 import os
 import re
-import shutil
 
 import numpy as np
 from flax import traverse_util
 
-from data_pipelines import files
-from vifi_jax.weights import downloads, model_dir, torch_files
+from data_pipelines import outputs
+from vifi_jax.weights import downloads, model_dir, safetensors_file, torch_files
 from vifi_jax.models import clip, vifi
 
 # Tensor layout changes between torch and Flax; each is its own inverse's partner.
@@ -89,6 +88,39 @@ def _compile(template):
 _RULES = tuple((_compile(key), key, _compile(path), path, change) for key, path, change in KEY_TABLE)
 
 
+def as_float32(value, name):
+    """A tensor as float32: floats are cast; integers and booleans only where every value is exact in
+    float32 (|x| <= 2**24); anything else is refused naming the tensor and its dtype."""
+    array = np.asarray(value)
+    if np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16":
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        if array.size and np.abs(array.astype(np.float64)).max() > 2 ** 24:
+            raise ConversionError(f"{name} is a {array.dtype} tensor with values beyond 2**24, which float32 cannot "
+                                  "hold exactly; a CLIP parameter is a float tensor: this checkpoint is damaged")
+        return array.astype(np.float32)
+    raise ConversionError(f"{name} is a {array.dtype} tensor; CLIP parameters are float tensors (float16, bfloat16, "
+                          "float32 or float64)")
+
+
+MAX_LOGIT_SCALE = float(np.log(200.0))
+
+
+def check_values(flat, source):
+    """Refuse non-finite parameters (naming the first tensors) and a logit scale far beyond CLIP's: OpenAI
+    clamps exp(logit_scale) to 100 in training and fine-tuning keeps it near ln 100, so a scale above 200
+    (or below 1) is a damaged checkpoint whose probabilities would overflow to NaN."""
+    bad = [path for path, value in flat.items() if not np.isfinite(value).all()]
+    if bad:
+        raise ConversionError(f"{source}: non-finite values (NaN or infinity) in {', '.join(bad[:5])}"
+                              f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}; the checkpoint is damaged")
+    scale = flat.get("logit_scale")
+    if scale is not None and not 0.0 <= float(np.asarray(scale).reshape(-1)[0]) <= MAX_LOGIT_SCALE:
+        raise ConversionError(f"{source}: logit_scale is {float(np.asarray(scale).reshape(-1)[0]):g}, so logits are "
+                              "scaled by exp() of it; CLIP keeps exp(logit_scale) in [1, 100] (ln 100 = 4.6052), and "
+                              "a value outside [0, ln 200] means the checkpoint is damaged")
+
+
 def openai_to_flat(state):
     """{OpenAI key: array} -> ({vifi_jax path: fp32 array}, unexpected keys)."""
     flat, unexpected = {}, []
@@ -96,10 +128,7 @@ def openai_to_flat(state):
         for key_re, _, _, path, change in _RULES:
             match = key_re.match(key)
             if match:
-                array = np.asarray(value)
-                if np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16":
-                    array = array.astype(np.float32)
-                flat[path.format(**match.groupdict())] = _TO_FLAX[change](array)
+                flat[path.format(**match.groupdict())] = _TO_FLAX[change](as_float32(value, key))
                 break
         else:
             unexpected.append(key)
@@ -128,9 +157,9 @@ def vifi_to_openai(state):
         key = key[len("module."):] if key.startswith("module.") else key
         if key in VIFI_BUFFERS:
             continue
-        for vifi, openai in VIFI_PREFIXES:
-            if key.startswith(vifi):
-                out[openai + key[len(vifi):]] = value
+        for official, openai in VIFI_PREFIXES:
+            if key.startswith(official):
+                out[openai + key[len(official):]] = value
                 break
         else:
             unexpected.append(key)
@@ -145,9 +174,9 @@ def openai_to_vifi(state):
     for key, value in state.items():
         if key == "token_embedding.weight":
             continue
-        for vifi, openai in VIFI_PREFIXES:
+        for official, openai in VIFI_PREFIXES:
             if key.startswith(openai):
-                out["module." + vifi + key[len(openai):]] = value
+                out["module." + official + key[len(openai):]] = value
                 break
         else:
             raise ConversionError(f"{key} has no place in the ViFi-CLIP layout")
@@ -220,13 +249,9 @@ def check(flat, config, unexpected=()):
 def read_state_dict(path):
     """Any supported PyTorch-side file -> (OpenAI-named state dict, layout it came in)."""
     if str(path).endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.numpy import load
-        with files.open_regular(path, "checkpoint") as f:
-            data = f.read()
         try:
-            state = load(data)
-        except (SafetensorError, ValueError) as error:
+            state = safetensors_file.load(path)
+        except safetensors_file.SafetensorsError as error:
             raise ConversionError(f"{path} is not a readable safetensors file ({error})") from error
     else:
         obj = torch_files.load(path)
@@ -255,7 +280,9 @@ def read(source, clip_weights=None):
     if source.startswith("openai:"):
         source = downloads.openai_weights(source[len("openai:"):])
     if os.path.isdir(source):
-        return model_dir.load(source)
+        config, params = model_dir.load(source)
+        check_values(traverse_util.flatten_dict(params, sep="/"), source)
+        return config, params
     if not os.path.lexists(source):
         raise FileNotFoundError(f"checkpoint {source} does not exist (give a file, a vifi_jax directory "
                                 f"or one of {', '.join('openai:' + n for n in downloads.OPENAI_MODELS)})")
@@ -272,6 +299,7 @@ def read(source, clip_weights=None):
     config = infer_config(state)
     flat, unexpected = openai_to_flat(state)
     check(flat, config, unexpected)
+    check_values(flat, source)
     return config, traverse_util.unflatten_dict(flat, sep="/")
 
 
@@ -334,8 +362,9 @@ def convert(src, dst, clip_weights=None, layout="vifi", dtype="float32", overwri
     only with `overwrite` and only once the new one is complete."""
     dst = os.fspath(dst).rstrip(os.sep) or os.sep
     check_destination(dst, overwrite)
+    outputs.clean_leftovers(dst)
     config, params = read(src, clip_weights)
-    staging = f"{dst}.partial-{os.getpid()}"
+    staging = outputs.partial_name(dst)
     note = ""
     try:
         if dst.endswith(TORCH_SUFFIXES):
@@ -345,14 +374,10 @@ def convert(src, dst, clip_weights=None, layout="vifi", dtype="float32", overwri
         elif dst.endswith(".safetensors"):
             written = write_safetensors(params, staging, np.dtype(dtype))
         else:
-            model_dir.save(staging, config, params)
+            model_dir.write(staging, config, params)
             written = sum(np.size(v) for v in traverse_util.flatten_dict(params, sep="/").values())
-        if os.path.isdir(dst):
-            shutil.rmtree(dst)
-        os.replace(staging, dst)
-    finally:
-        if os.path.isdir(staging):
-            shutil.rmtree(staging)
-        elif os.path.lexists(staging):
-            os.remove(staging)
+        outputs.swap_in(staging, dst)  # the old destination stays whole until the new one is
+    except BaseException:
+        outputs.remove_settled(staging)
+        raise
     return f"wrote {dst}: {written:,} parameters{note}"

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from data_pipelines import files
+from data_pipelines import files, outputs
 from vifi_jax.models import clip, vifi
 
 CONFIG_FILE = "config.json"
@@ -28,19 +28,60 @@ def is_model_dir(directory):
     return os.path.isfile(os.path.join(directory, CONFIG_FILE)) and os.path.isdir(os.path.join(directory, PARAMS_DIR))
 
 
-def save(directory, config, params):
-    """Write `config` and `params` under `directory` (created; an existing model there is replaced).
+def write(directory, config, params):
+    """Write `config` and `params` into the new or empty `directory` (no swap; see `save`).
 
-    With several JAX processes every process calls this (Orbax coordinates); process 0 writes the files.
+    With several JAX processes every process calls this (Orbax coordinates); process 0 writes the config.
     """
     directory = os.path.abspath(os.fspath(directory))
-    os.makedirs(directory, exist_ok=True)
     params = jax.tree.map(np.asarray, params)
+    files.check_room(directory, sum(x.nbytes for x in jax.tree.leaves(params)), "the model's parameters")
+    os.makedirs(directory, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(os.path.join(directory, PARAMS_DIR), params, force=True)
     if jax.process_index() == 0:
-        with open(os.path.join(directory, CONFIG_FILE), "w") as f:
+        with files.atomic_write(os.path.join(directory, CONFIG_FILE), "model config") as f:
             json.dump(config, f, indent=2, sort_keys=True)
+
+
+def save(directory, config, params):
+    """Write a model at `directory`: into `<directory>.partial` first, then swapped in whole, so a kill at
+    any moment leaves the old model or the new one. Only a vifi_jax model (or an empty directory) there is
+    ever replaced."""
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.lexists(directory) and not is_model_dir(directory) and not (
+            os.path.isdir(directory) and not os.path.islink(directory) and not os.listdir(directory)):
+        raise ModelDirError(f"{directory} exists and is not a vifi_jax model; it is left as it is: move it away "
+                            "to let the run write its model there")
+    staging = directory + ".partial"
+    if jax.process_index() == 0 and os.path.lexists(staging):
+        outputs.remove(staging)  # a save that was killed
+    _sync("vifi_jax.model_dir: staging is clear")
+    try:
+        write(staging, config, params)
+    except BaseException:
+        if jax.process_index() == 0:
+            outputs.remove_settled(staging)
+        raise
+    if jax.process_index() == 0:
+        outputs.swap_in(staging, directory)
+    _sync("vifi_jax.model_dir: the model is in place")
+
+
+def _sync(name):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def _refuse_links(directory):
+    """A model directory whose files are symbolic links would read other files or models: refused."""
+    for root, dirs, names in os.walk(directory):
+        for name in dirs + names:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                raise ModelDirError(f"{path} is a symbolic link (to {os.readlink(path)}); a model directory must "
+                                    "hold its own files: copy the target in place of the link")
 
 
 def read_config(directory):
@@ -49,14 +90,7 @@ def read_config(directory):
     if not os.path.lexists(path):
         raise FileNotFoundError(f"{directory} is not a vifi_jax model directory (no {CONFIG_FILE}); "
                                 "convert PyTorch weights with `python -m vifi_jax.convert SRC DIR`")
-    with files.open_regular(path, "model config") as f:
-        raw = f.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ModelDirError(f"{path} is larger than {MAX_CONFIG_BYTES >> 10} KiB; not a model config")
-    try:
-        config = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelDirError(f"{path} is not valid JSON ({error})") from error
+    config = files.read_json(path, "model config", "convert the weights again", MAX_CONFIG_BYTES)
     clip.check_fields(config, path)
     return config
 
@@ -72,6 +106,9 @@ def _stored_shapes(params_dir):
 def load(directory):
     """(config, params as nested numpy fp32 arrays) from a directory written by `save`."""
     directory = os.path.abspath(os.fspath(directory))
+    if os.path.islink(directory.rstrip(os.sep)):
+        directory = os.path.realpath(directory)  # the directory itself may be a link; nothing inside it may
+    _refuse_links(directory)
     config = read_config(directory)
     params_dir = os.path.join(directory, PARAMS_DIR)
     if not os.path.isdir(params_dir):
