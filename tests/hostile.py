@@ -1,12 +1,14 @@
 """Hostile and broken inputs, generated, and a harness that feeds them to load, convert and predict.
 
     python tests/hostile.py make DIR            write every case under DIR (and DIR/cases.json)
-    python tests/hostile.py run TOOL DIR        run TOOL (load | convert | predict) on every case for it, each
+    python tests/hostile.py run TOOL DIR        run TOOL (load | convert | predict | search | tsne, ...) on every
+                                                case for it, each
                                                 under a 3 GiB address-space limit and a time limit; prints one
                                                 JSON line per case: exit code, stderr, seconds, files written
 
 Every case is a few bytes to a few MB that would, without the defences, crash the process, read out of
-bounds, exhaust memory, hang, or destroy a user's files. Each must end in one clear `error:` line, a
+bounds, exhaust memory, hang, destroy a user's files, or give a silently wrong answer (NaN weights, a
+manifest row that reads another video's features, a file outside the directory that names it). Each must end in one clear `error:` line, a
 non-zero exit and nothing written. Nothing here is ever unpickled by Python's own unpickler.
 """
 import json
@@ -178,6 +180,107 @@ def write_model_dir(directory, mutate_config=None, params=None):
     return directory
 
 
+def tiny_model(seed=0):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from conftest import TINY
+    from vifi_jax import api
+    return api.init("ViT-B/16", seed=seed, **TINY)
+
+
+def damaged_params(path, value):
+    """The tiny model's parameters with the first value of `path` (a vifi_jax parameter path) replaced."""
+    import numpy as np
+    from flax import traverse_util
+    flat = {k: np.array(v) for k, v in traverse_util.flatten_dict(tiny_model().host_params, sep="/").items()}
+    flat[path].reshape(-1)[0] = value
+    return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def int64_safetensors(path):
+    """A whole OpenAI-layout tiny CLIP whose positional embedding is int64 beyond float32's exact range."""
+    import numpy as np
+    from flax import traverse_util
+    from safetensors.numpy import save_file
+    from vifi_jax.weights import convert
+    state = convert.flat_to_openai(traverse_util.flatten_dict(tiny_model().host_params, sep="/"))
+    state["positional_embedding"] = np.full(state["positional_embedding"].shape, 2 ** 40, np.int64)
+    save_file(state, path)
+    return path
+
+
+def sparse_safetensors(path, size=3 << 30):
+    """A 4-byte tensor, then gigabytes of holes: the header does not cover the file."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header + struct.pack("<f", 1.0))
+        f.truncate(size)
+    return path
+
+
+def store_cases(root, good_model):
+    """A feature store of two clips (one shard each) made with the good model, and broken copies of it:
+    [(name, directory, expect, tools)]."""
+    import shutil
+
+    import numpy as np
+    from data_pipelines import synthetic
+    from vifi_jax import api, extract
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(2):
+        clips.append(os.path.join(root, f"clip{i}.mp4"))
+        synthetic.write_video(clips[-1], synthetic.render_clip(i, 8, 40, 48, rng))
+    good = os.path.join(root, "store")
+    extract.extract(api.load(good_model), clips, good, num_frames=2, shard_size=1)
+    with open(os.path.join(good, "manifest.jsonl")) as f:
+        first, second = f.read().splitlines()
+    outside = os.path.join(root, "elsewhere.npy")
+    np.save(outside, np.ones((1, 32), np.float32))
+    shard = os.path.join(good, "features-p0-00001.npy")
+    with open(shard, "rb") as f:
+        shard_bytes = f.read()
+
+    def copy(name, line=second, shard_maker=None, settings=None):
+        directory = os.path.join(root, name)
+        shutil.copytree(good, directory)
+        with open(os.path.join(directory, "manifest.jsonl"), "w") as f:
+            f.write(first + "\n" + line + "\n")
+        if shard_maker:
+            os.remove(os.path.join(directory, "features-p0-00001.npy"))
+            shard_maker(os.path.join(directory, "features-p0-00001.npy"))
+        if settings is not None:
+            with open(os.path.join(directory, "settings.json"), "w") as f:
+                f.write(settings)
+        return directory
+
+    def write(data):
+        return lambda path: open(path, "wb").write(data)
+
+    both = ("search", "tsne")
+    other = os.path.join(root, "store_other_model")
+    extract.extract(tiny_model(seed=5), clips, other, num_frames=2, shard_size=1)
+    return [
+        ("row_negative", copy("s_row_negative", second.replace('"row": 0', '"row": -2')), "line 2: 'row' must be", both),
+        ("row_past_shard", copy("s_row_past", second.replace('"row": 0', '"row": 5')), "line 2: rows 5..5 are outside",
+         both),
+        ("manifest_not_json", copy("s_not_json", '{"video": "cut'), "line 2 is not JSON", both),
+        ("manifest_no_key", copy("s_no_key", second.replace('"video"', '"clip"')), "line 2: an entry needs", both),
+        ("manifest_up", copy("s_up", second.replace('"features-p0-00001.npy"', '"../store/features-p0-00001.npy"')),
+         "line 2: 'file' must name a shard", both),
+        ("manifest_absolute", copy("s_absolute", second.replace('"features-p0-00001.npy"', json.dumps(outside))),
+         "line 2: 'file' must name a shard", both),
+        ("shard_fifo", copy("s_fifo", shard_maker=os.mkfifo), "line 2: shard .* is a FIFO", both),
+        ("shard_link_outside", copy("s_link", shard_maker=lambda p: os.symlink(outside, p)), "line 2: .* leads outside",
+         both),
+        ("shard_size_lie", copy("s_lie", shard_maker=write(shard_bytes[:-8])), "declares 128 bytes of data but holds 120",
+         both),
+        ("settings_empty", copy("s_settings_empty", settings=""), "settings .* is empty .* into a new --out", both),
+        ("settings_huge_number", copy("s_settings_huge", settings='{"num_frames": ' + "7" * 5000 + "}"),
+         "num_frames is a 5000-digit number", both),
+        ("other_model", other, "exported with another model", ("search",)),
+    ]
+
+
 def make(root):
     """Write every case under `root`; returns [{name, path, tools, expect}] (expect: a regex of the error)."""
     os.makedirs(root, exist_ok=True)
@@ -244,6 +347,23 @@ def make(root):
     case("model_json", write_model_dir(at("md_json"), lambda c: "{not json"), "is not valid JSON")
     case("model_shapes", write_model_dir(at("md_shapes"), lambda c: c.update(embed_dim=16)),
          "parameters do not match config.json")
+    case("model_huge_number", write_model_dir(at("md_huge"), lambda c: json.dumps(c)[:-1] + ', "vision_layers": '
+                                              + "9" * 5000 + "}"), "vision_layers is a 5000-digit number")
+    case("model_nan", write_model_dir(at("md_nan"), params=damaged_params("visual/proj", float("nan"))),
+         r"non-finite values \(NaN or infinity\) in visual/proj")
+    case("model_logit_scale_huge", write_model_dir(at("md_scale"), params=damaged_params("logit_scale", 1e4)),
+         r"logit_scale is 10000, .* outside \[0, ln 200\]")
+    case("model_logit_scale_inf", write_model_dir(at("md_scale_inf"), params=damaged_params("logit_scale", float("inf"))),
+         "non-finite values .* in logit_scale")
+    linked = write_model_dir(at("md_link"))
+    import shutil
+    shutil.rmtree(os.path.join(linked, "params"))
+    os.symlink(os.path.join(write_model_dir(at("md_link_target")), "params"), os.path.join(linked, "params"))
+    case("model_link_inside", linked, "params is a symbolic link")
+    case("int64_beyond_float32", int64_safetensors(at("int64.safetensors")),
+         "positional_embedding is a int64 tensor with values beyond")
+    case("safetensors_sparse_tail", sparse_safetensors(at("sparse.safetensors")),
+         r"the tensors cover 4 of the file's \d+ data bytes")
 
     # videos, through predict (the model is a good one)
     os.mkfifo(at("fifo.mp4"))
@@ -278,6 +398,8 @@ def make(root):
                                       ("unknown_suffix", at("out.npz"), "unknown destination type")):
         cases.append({"name": name, "path": good, "destination": destination, "expect": expect,
                       "tools": ["convert_destination"]})
+    for name, directory, expect, tools in store_cases(root, good):
+        cases.append({"name": name, "path": directory, "expect": expect, "tools": list(tools)})
     with open(os.path.join(root, "cases.json"), "w") as f:
         json.dump({"cases": cases, "good_model": good}, f, indent=1)
     return cases
@@ -308,8 +430,13 @@ def run(tool, root):
     from absl import flags
     from vifi_jax import api, predict
     from vifi_jax import convert as convert_command
+    from vifi_jax import search
+    from vifi_jax import tsne as tsne_command
+    commands = {"search": search, "tsne": tsne_command}
     if tool.startswith("predict"):
         predict.define_flags()
+    elif tool in commands:
+        commands[tool].define_flags()
     _limit()
 
     def on_alarm(signum, frame):
@@ -336,6 +463,14 @@ def run(tool, root):
                     convert_command.run([case["path"], output])
                 elif tool == "convert_destination":
                     convert_command.run([case["path"], case["destination"]])
+                elif tool in commands:
+                    argv = [tool, f"--features={case['path']}", *(
+                        [f"--weights={spec['good_model']}", "--query=a clip"] if tool == "search" else
+                        [f"--out={output}.png"])]
+                    flags.FLAGS.unparse_flags()
+                    remaining = flags.FLAGS(argv)
+                    from data_pipelines import cli
+                    cli.guarded(commands[tool].main)(remaining)
                 else:
                     weights = spec["good_model"] if tool == "predict_video" else case["path"]
                     videos = [case["path"]] if tool == "predict_video" else [os.path.join(root, "huge.avi")]

@@ -65,3 +65,13 @@ def test_cli_writes_a_picture_and_numbers_per_video(model_and_video, tmp_path):
     assert len(numbers["frame_contributions"]) == 3 and np.array(numbers["relevance_maps"]).shape == (3, 4, 4)
     assert sum(numbers["frame_contributions"]) == pytest.approx(numbers["logit"], rel=1e-4)
     assert "rollout" in numbers["method"] and numbers["label"] in result.stdout
+
+
+def test_cli_writes_only_into_its_own_directory(model_and_video, tmp_path):
+    _, path, _ = model_and_video
+    (tmp_path / "holiday.png").write_bytes(b"a picture")
+    result = subprocess.run([sys.executable, "-m", "vifi_jax.explain", "--weights=/not/read", "--labels=a,b",
+                             f"--out={tmp_path}", path], cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "is not empty (holiday.png)" in lines[0], result.stderr
+    assert os.listdir(tmp_path) == ["holiday.png"]

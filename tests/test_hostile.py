@@ -12,7 +12,7 @@ import pytest
 import hostile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TOOLS = ("load", "convert", "predict", "predict_video", "convert_destination")
+TOOLS = ("load", "convert", "predict", "predict_video", "convert_destination", "search", "tsne")
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,14 @@ def test_destructive_destinations_are_refused_and_user_files_survive(results):
     with open(os.path.join(root, "user_files", "thesis.tex")) as f:
         assert f.read() == "years of work"
     assert sorted(os.listdir(os.path.join(root, "user_files"))) == ["thesis.tex"]
+
+
+@pytest.mark.parametrize("tool", ["search", "tsne"])
+def test_broken_feature_stores_are_one_error_naming_the_line_or_file(results, tool):
+    """Rows out of range (−2 included), broken lines, shards that are FIFOs, links or lies, settings cut
+    short, another model's store: one `error:` line, exit status 1, never another video's features."""
+    _, found = results
+    assert found[tool] and not failures(found[tool], "stderr")
+    for r in found[tool]:
+        lines = r["stderr"].strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and r["code"] == 1 and r["stdout"] == "", r

@@ -90,3 +90,29 @@ def test_top_k_below_one_is_a_usage_error(model_and_videos):
     code, out, err = run(f"--weights={weights}", "--labels=a,b", "--top_k=0", videos[0])
     assert code == 2 and out == "" and "--top_k=0: 0 is not a positive integer" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1  # one line, not the whole --help
+
+
+def test_out_of_memory_and_non_finite_scores_are_that_videos_error(model_and_videos, monkeypatch):
+    """XLA running out of memory on one video, or scores that are not finite, end that video's line only;
+    the other videos are still classified and nothing prints invalid JSON."""
+    from vifi_jax import predict
+    weights, videos, _ = model_and_videos
+    model = api.load(weights)
+    logits, calls = model.logits, []
+
+    def failing(frames, texts):
+        calls.append(len(calls))
+        if len(calls) == 2:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 13.90GiB.")
+        if len(calls) == 3:
+            return np.full((1, 2), np.nan, np.float32)
+        return logits(frames, texts)
+
+    monkeypatch.setattr(model, "logits", failing)
+    results = list(predict.classify(model, videos, ["a", "b"], num_frames=2))
+    assert [("labels" in r) for r in results] == [True, False, False]
+    assert results[1]["error"].startswith("out of memory classifying it (RESOURCE_EXHAUSTED")
+    assert "not finite" in results[2]["error"]
+    monkeypatch.setattr(model, "logits", lambda *a: (_ for _ in ()).throw(RuntimeError("a bug, not memory")))
+    with pytest.raises(RuntimeError, match="a bug"):  # anything else is not hidden as a video's error
+        list(predict.classify(model, videos[:1], ["a", "b"], num_frames=2))

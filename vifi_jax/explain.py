@@ -13,7 +13,6 @@ holds the same numbers; the image tower runs once per video for all three:
     weights on the patches. It is plain rollout, not the gradient-weighted variant of Chefer et al. 2021,
     so a map says where the frame's embedding draws from, for any label.
 """
-import json
 import logging
 import os
 import sys
@@ -22,7 +21,7 @@ import cv2
 import numpy as np
 from absl import app, flags
 
-from data_pipelines import cli, sampling, transforms, video
+from data_pipelines import cli, files, outputs, sampling, transforms, video
 from vifi_jax import api
 from vifi_jax.cli import flags as cli_flags
 from vifi_jax.runtime import encoder
@@ -86,6 +85,8 @@ def explain_video(model, path, names, text, out, num_frames=sampling.NUM_FRAMES,
     JSON content."""
     crops, indices = encoder.read_test_view(path, num_frames, model.config["image_resolution"])  # decoded once
     logits, contributions, maps, top = explain_frames(model, transforms.normalize(crops)[0], text)
+    if not (np.isfinite(logits).all() and np.isfinite(contributions).all() and np.isfinite(maps).all()):
+        raise ValueError("the model's scores are not finite (NaN or infinity): its weights are damaged")
     crops = crops[0]
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()
@@ -94,13 +95,14 @@ def explain_video(model, path, names, text, out, num_frames=sampling.NUM_FRAMES,
     caption = np.full((28, row.shape[1], 3), 255, np.uint8)
     cv2.putText(caption, f"{names[top]} ({100 * probabilities[top]:.1f}%)", (6, 20), cv2.FONT_HERSHEY_SIMPLEX,
                 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(os.path.join(out, stem + ".png"), np.concatenate([caption, row])[..., ::-1])
+    _, png = cv2.imencode(".png", np.concatenate([caption, row])[..., ::-1])
+    with files.atomic_write(os.path.join(out, stem + ".png"), "explanation image", "wb") as f:
+        f.write(png.tobytes())
     result = {"video": path, "label": names[top], "probability": float(probabilities[top]),
               "logit": float(logits[top]), "frames": [int(i) for i in indices],
               "frame_contributions": [float(c) for c in contributions], "method": METHOD,
               "relevance_maps": np.round(maps, 4).tolist()}
-    with open(os.path.join(out, stem + ".json"), "w") as f:
-        json.dump(result, f)
+    files.write_json(os.path.join(out, stem + ".json"), result, "explanation")
     return result
 
 
@@ -110,9 +112,9 @@ def main(argv):
     if not paths or not FLAGS.out:
         raise app.UsageError("give --out and one or more videos")
     names = cli_flags.label_names()
+    outputs.claim(FLAGS.out, "explanations", "--out")
     model = api.load(FLAGS.weights, FLAGS.clip_weights)
     text = model.encode_text(model.class_texts(names))
-    os.makedirs(FLAGS.out, exist_ok=True)
     failed = 0
     stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     for k, path in enumerate(paths):

@@ -87,17 +87,25 @@ def encode_videos(model, paths, level, num_frames, window, stride, batch_size, d
     results, pending = [None] * len(paths), []
     size = model.config["image_resolution"]
 
-    def encode_pending():
-        if not pending:
-            return
+    def encode(batch):
         try:
-            per_frame = np.asarray(model.encode_frames(np.concatenate([frames for _, frames, _ in pending])))
-        except (ValueError, MemoryError) as error:  # the whole batch fails: each of its videos says so
-            for k, _, _ in pending:
+            per_frame = np.asarray(model.encode_frames(np.concatenate([frames for _, frames, _ in batch])))
+        except (ValueError, MemoryError, RuntimeError) as error:
+            if isinstance(error, RuntimeError) and not encoder.out_of_memory(error):
+                raise
+            if len(batch) > 1 and encoder.out_of_memory(error):  # retried one video at a time
+                for item in batch:
+                    encode([item])
+                return
+            for k, _, _ in batch:  # the whole batch fails: each of its videos says so
                 results[k] = (None, cli.describe(error))
         else:
-            for (k, _, indices), embeddings in zip(pending, per_frame):
+            for (k, _, indices), embeddings in zip(batch, per_frame):
                 results[k] = _rows(embeddings, indices, level)
+
+    def encode_pending():
+        if pending:
+            encode(list(pending))
         pending.clear()
 
     for k, path in enumerate(paths):
@@ -136,31 +144,33 @@ def extract(model, inputs, out, level="video", num_frames=sampling.NUM_FRAMES, w
     if min(window, stride, num_frames, shard_size, batch_size) < 1:
         raise ExtractError("window, stride, num_frames, shard_size and batch_size must be at least 1")
     settings = settings_of(model, level, num_frames, window, stride, dtype, shard_size, texts, source)
-    writer = features.Writer(out, settings, inputs, "text" if texts else "video")
-    bar = cli.progress(len(writer.mine), "extract", "text" if texts else "video", initial=len(writer.done))
-    try:
-        for index, batch in writer.pending():
-            entries, rows, row = [], [], 0
-            if texts:
-                rows.append(np.asarray(model.encode_text([inputs[i] for i in batch])))
-                entries = [{"text": inputs[i], "row": k, "rows": 1} for k, i in enumerate(batch)]
-                bar.update(len(batch))
-            else:
-                encoded = encode_videos(model, [inputs[i] for i in batch], level, num_frames, window, stride,
-                                        batch_size, lambda: bar.update(1))
-                for i, (block, extra) in zip(batch, encoded):
-                    if block is None:
-                        entries.append({"video": inputs[i], "error": extra})
-                    else:
-                        entries.append({"video": inputs[i], "row": row, "rows": len(block), **extra})
-                        rows.append(block)
-                        row += len(block)
-                    if labels is not None:
-                        entries[-1]["label"] = int(labels[i])
-            writer.add_shard(index, entries, rows, dtype)
-    finally:
-        bar.close()
-    return writer.finish(len(inputs))
+    features.claim(out)
+    with features.lock(out):
+        writer = features.Writer(out, settings, inputs, "text" if texts else "video")
+        bar = cli.progress(len(writer.mine), "extract", "text" if texts else "video", initial=len(writer.done))
+        try:
+            for index, batch in writer.pending():
+                entries, rows, row = [], [], 0
+                if texts:
+                    rows.append(np.asarray(model.encode_text([inputs[i] for i in batch])))
+                    entries = [{"text": inputs[i], "row": k, "rows": 1} for k, i in enumerate(batch)]
+                    bar.update(len(batch))
+                else:
+                    encoded = encode_videos(model, [inputs[i] for i in batch], level, num_frames, window, stride,
+                                            batch_size, lambda: bar.update(1))
+                    for i, (block, extra) in zip(batch, encoded):
+                        if block is None:
+                            entries.append({"video": inputs[i], "error": extra})
+                        else:
+                            entries.append({"video": inputs[i], "row": row, "rows": len(block), **extra})
+                            rows.append(block)
+                            row += len(block)
+                        if labels is not None:
+                            entries[-1]["label"] = int(labels[i])
+                writer.add_shard(index, entries, rows, dtype)
+        finally:
+            bar.close()
+        return writer.finish(len(inputs))
 
 
 def read_inputs(paths, list_file, root, texts, labels_file):

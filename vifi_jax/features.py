@@ -20,6 +20,8 @@ import re
 import jax
 import numpy as np
 
+from data_pipelines import files, outputs
+
 MANIFEST = "manifest.jsonl"
 SETTINGS = "settings.json"
 LEVELS = ("video", "frame", "window")
@@ -40,14 +42,34 @@ def _partial(out, process):
 
 def read_settings(directory):
     path = os.path.join(directory, SETTINGS)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise FeatureStoreError(f"{directory} has no {SETTINGS}: not a feature directory written by "
                                 "`python -m vifi_jax.extract`")
+    settings = files.read_json(path, "feature store settings", "export the features again into a new --out")
+    if not isinstance(settings, dict):
+        raise FeatureStoreError(f"{path} is not a JSON object; export the features again into a new --out")
+    return settings
+
+
+def _legacy(directory, names):
+    """An unmarked store an earlier vifi_jax wrote: only a store's own files, and its settings readable."""
+    own = re.compile(r"^(settings\.json|manifest\.jsonl|manifest-p\d+\.partial\.jsonl|features-p\d+-\d{5}\.npy)$")
+    if SETTINGS not in names or not all(own.match(name) for name in names):
+        return False
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as error:
-        raise FeatureStoreError(f"{path} cannot be read ({error}); export the features again") from error
+        read_settings(directory)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def claim(out):
+    """Make `out` a feature store of this export (process 0; the others wait): new, empty, or a store."""
+    if jax.process_index() == 0:
+        outputs.claim(out, "features", "--out", _legacy)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("vifi_jax.features: the store is claimed")
 
 
 def _entries_of(path):
@@ -55,13 +77,19 @@ def _entries_of(path):
     if not os.path.exists(path):
         return []
     entries = []
-    with open(path) as f:
+    with files.open_text(path, "partial manifest") as f:
         for line in f:
             try:
                 entries.append(json.loads(line))
             except json.JSONDecodeError:
                 break
     return entries
+
+
+def lock(out):
+    """One export at a time into `out` (held by process 0 of a job)."""
+    import contextlib
+    return outputs.Lock(out, "--out") if jax.process_index() == 0 else contextlib.nullcontext()
 
 
 class Writer:
@@ -71,7 +99,7 @@ class Writer:
     def __init__(self, out, settings, inputs, key="video"):
         self.out, self.key = out, key
         self.process, self.count = jax.process_index(), jax.process_count()
-        os.makedirs(out, exist_ok=True)
+        claim(out)  # already claimed by a caller that also locks it: a no-op then
         self._check_settings(json.loads(json.dumps(settings)))
         self.shard_size = settings["shard_size"]
         self.mine = list(range(self.process, len(inputs), self.count))
@@ -100,9 +128,7 @@ class Writer:
                 raise FeatureStoreError(f"{self.out} holds features made with other settings ({', '.join(changed)} "
                                         "differ); use another --out, or the same settings to continue it")
         elif self.process == 0:
-            with open(path + ".tmp", "w") as f:
-                json.dump(settings, f, indent=1)
-            os.replace(path + ".tmp", path)
+            files.write_json(path, settings, "feature store settings")
 
     def pending(self):
         """[(shard index, input indices)] still to do, in order."""
@@ -117,8 +143,8 @@ class Writer:
             if "rows" in entry:
                 entry["file"] = name
         if rows:
-            np.save(os.path.join(self.out, name + ".tmp.npy"), np.concatenate(rows).astype(dtype))
-            os.replace(os.path.join(self.out, name + ".tmp.npy"), os.path.join(self.out, name))
+            with files.atomic_write(os.path.join(self.out, name), "feature shard", "wb") as f:
+                np.save(f, np.concatenate(rows).astype(dtype))
         with open(_partial(self.out, self.process), "a") as f:
             f.writelines(json.dumps(e) + "\n" for e in entries)
 
@@ -130,10 +156,8 @@ class Writer:
         parts = [_entries_of(_partial(self.out, p)) for p in range(self.count)]
         entries = [parts[i % self.count][i // self.count] for i in range(total)]
         if self.process == 0:
-            path = os.path.join(self.out, MANIFEST)
-            with open(path + ".tmp", "w") as f:
+            with files.atomic_write(os.path.join(self.out, MANIFEST), "manifest") as f:
                 f.writelines(json.dumps(e) + "\n" for e in entries)
-            os.replace(path + ".tmp", path)
         if self.count > 1:
             multihost_utils.sync_global_devices("vifi_jax.features: the manifest is written")
         os.remove(_partial(self.out, self.process))
@@ -159,11 +183,11 @@ def read(directory, level=None):
         raise FeatureStoreError(f"{directory} holds {settings.get('level')}-level features; this needs "
                                 f"--level={level} features (python -m vifi_jax.extract --level={level})")
     path = os.path.join(directory, MANIFEST)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise FeatureStoreError(f"{directory} has no {MANIFEST}: export features first with "
                                 "`python -m vifi_jax.extract --out=DIR VIDEO...` (or finish the export)")
     entries, shards, blocks = [], {}, []
-    with open(path) as f:
+    with files.open_text(path, "manifest") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -196,15 +220,14 @@ def _block(directory, entry, where, shards):
     if type(row) is not int or type(rows) is not int or row < 0 or rows < 1:
         raise FeatureStoreError(f"{where}: 'row' must be an integer >= 0 and 'rows' >= 1, got {row!r}, {rows!r}")
     if file not in shards:
-        shard_path = os.path.join(directory, file)
-        if not os.path.isfile(shard_path):
-            raise FeatureStoreError(f"{where}: shard {file} is missing (not a regular file in {directory})")
         try:
-            shards[file] = np.load(shard_path, mmap_mode="r", allow_pickle=False)
+            path = files.inside(directory, file, where)
+        except files.OutsideError as error:
+            raise FeatureStoreError(str(error)) from None
+        try:
+            shards[file] = files.load_npy(path, "shard")
         except (OSError, ValueError) as error:
-            raise FeatureStoreError(f"{where}: shard {file} cannot be read ({error})") from None
-        if shards[file].ndim != 2:
-            raise FeatureStoreError(f"{where}: shard {file} is not a 2-D array of features")
+            raise FeatureStoreError(f"{where}: {error}") from None
     shard = shards[file]
     if row + rows > len(shard):
         raise FeatureStoreError(f"{where}: rows {row}..{row + rows - 1} are outside shard {file}'s {len(shard)} rows")

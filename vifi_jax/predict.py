@@ -24,6 +24,7 @@ from absl import app, flags
 from data_pipelines import cli, sampling, video
 from vifi_jax import api
 from vifi_jax.cli import flags as cli_flags
+from vifi_jax.runtime import encoder
 
 FLAGS = flags.FLAGS
 
@@ -52,8 +53,16 @@ def classify(model, paths, names, top_k=5, num_frames=sampling.NUM_FRAMES, text_
         try:
             frames = api.load_video(path, num_frames, size)
             probs = np.asarray(jax.nn.softmax(model.logits(frames, text)))[0]
+            if not np.isfinite(probs).all():
+                raise ValueError("the model's scores are not finite (NaN or infinity): its weights are damaged")
         except (video.VideoError, OSError, ValueError, MemoryError, cv2.error) as error:
             yield {"video": path, "error": cli.describe(error)}
+            continue
+        except RuntimeError as error:
+            if not encoder.out_of_memory(error):
+                raise
+            yield {"video": path, "error": f"out of memory classifying it ({cli.describe(error)[:200]}); try fewer "
+                                           "--num_frames or a smaller model"}
             continue
         best = np.argsort(-probs, kind="stable")[:top_k]
         yield {"video": path, "labels": [{"label": names[i], "probability": float(probs[i])} for i in best]}
@@ -82,7 +91,7 @@ def main(argv):
     model = api.load(FLAGS.weights, FLAGS.clip_weights, jnp.float32)
     failed = 0
     for result in classify(model, paths, names, FLAGS.top_k, FLAGS.num_frames, FLAGS.text_mode):
-        print(json.dumps(result) if FLAGS.json else "\n".join(format_result(result)), flush=True)
+        print(json.dumps(result, allow_nan=False) if FLAGS.json else "\n".join(format_result(result)), flush=True)
         failed += "error" in result
     if failed:
         sys.exit(1)

@@ -68,6 +68,9 @@ def search(directory, top_k=5, query=None, video=None, model=None):
     if model is not None and not same_model(store.settings, model):
         raise SearchError(f"{directory} was exported with another model (other weights); a query must be "
                           "encoded by the same one: give the --weights the features were made with")
+    if model is not None and index.shape[1] != model.config["embed_dim"]:
+        raise SearchError(f"{directory}: its features are {index.shape[1]}-dimensional but the model's embeddings "
+                          f"are {model.config['embed_dim']}-dimensional; export the features with this model")
     exclude = None
     if query is not None:
         if model is None:

@@ -7,13 +7,12 @@ manifest; without one, a video's class is the name of its parent directory). Wri
 a JSON file with each video's 2-D position and class. Needs matplotlib and scikit-learn
 (`pip install -r requirements-viz.txt`).
 """
-import json
 import os
 
 import numpy as np
 from absl import flags
 
-from data_pipelines import cli, datasets
+from data_pipelines import cli, datasets, files
 from vifi_jax import features
 from vifi_jax.cli import flags as cli_flags
 
@@ -27,6 +26,7 @@ def define_flags():
     cli_flags.alias("label_names", "labels_file")  # the earlier spelling
     flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity (lowered to fit small sets).")
     flags.DEFINE_integer("seed", 0, "t-SNE random seed.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing --out PNG and its JSON.")
 
 
 def classes(entries, label_names=None):
@@ -68,27 +68,35 @@ def plot(positions, labels, out, title="t-SNE of video features"):
     axes.set_xticks([])
     axes.set_yticks([])
     figure.tight_layout()
-    figure.savefig(out)
+    figure.savefig(out, format="png")
     plt.close(figure)
 
 
-def tsne(directory, out, label_names=None, perplexity=30.0, seed=0):
-    """Write the t-SNE PNG and JSON of an export; returns the JSON's content."""
+def tsne(directory, out, label_names=None, perplexity=30.0, seed=0, overwrite=False):
+    """Write the t-SNE PNG and JSON of an export; returns the JSON's content. Existing files are replaced
+    only with `overwrite`."""
+    json_path = os.path.splitext(out)[0] + ".json"
+    existing = [p for p in (out, json_path) if os.path.lexists(p)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{' and '.join(existing)} exist; pass --overwrite to replace them, or choose another --out")
+    if any(not os.path.isfile(p) or os.path.islink(p) for p in existing):
+        raise FileExistsError(f"{' or '.join(existing)} is not a regular file; choose another --out")
     store = features.read(directory, level="video")
     paths = [e["video"] for e in store.entries]
     labels = classes(store.entries, label_names)
     positions = embed(store.features, perplexity, seed)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    plot(positions, labels, out)
+    with files.atomic_write(out, "t-SNE plot", "wb") as f:
+        plot(positions, labels, f)
     result = {"videos": [{"video": p, "class": c, "x": float(x), "y": float(y)}
                          for p, c, (x, y) in zip(paths, labels, positions)]}
-    with open(os.path.splitext(out)[0] + ".json", "w") as f:
-        json.dump(result, f, indent=1)
+    files.write_json(json_path, result, "t-SNE positions")
     return result
 
 
 def main(argv):
-    result = tsne(cli_flags.features_directory(), FLAGS.out, FLAGS.labels_file, FLAGS.perplexity, FLAGS.seed)
+    result = tsne(cli_flags.features_directory(), FLAGS.out, FLAGS.labels_file, FLAGS.perplexity, FLAGS.seed,
+                  FLAGS.overwrite)
     print(f"wrote {FLAGS.out} ({len(result['videos'])} videos)")
 
 

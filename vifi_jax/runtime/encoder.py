@@ -59,6 +59,13 @@ def _pad_rows(x, rows):
     return x if missing == 0 else np.concatenate([x, np.repeat(x[:1], missing, axis=0)])
 
 
+def out_of_memory(error):
+    """Whether `error` is XLA running out of device (or host) memory: a per-input failure a tool can report
+    for that input, or retry in smaller pieces, instead of ending the run."""
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(
+        mark in str(error) for mark in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory")))
+
+
 class Encoder:
     """A module and its parameters (placed on devices, or host arrays) as the encoders every tool uses."""
 
