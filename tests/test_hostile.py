@@ -12,6 +12,7 @@ import pytest
 import hostile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+pytestmark = pytest.mark.xdist_group("hostile")  # one worker builds the cases once (--dist loadgroup)
 TOOLS = ("load", "convert", "predict", "predict_video", "convert_destination", "search", "tsne")
 
 
