@@ -1,5 +1,5 @@
-"""Hostile and broken files (tests/hostile.py) through load, convert and predict, under a memory and a time
-limit: each ends in one clear error, a non-zero exit and nothing written; none crashes, hangs or runs out
+"""Hostile and broken files (tests/hostile.py) through load, convert and predict, and broken feature stores
+through search and tsne, under a memory and a time limit: each ends in one clear error, a non-zero exit and nothing written; none crashes, hangs or runs out
 of memory, and no user file is touched."""
 import json
 import os
