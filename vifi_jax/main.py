@@ -79,6 +79,7 @@ def main(argv):
     config = FLAGS.config
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/zeroshot.py")
+    cli.configure_logging()  # before Orbax is imported: its import-time INFO lines stay out
     import jax
     from vifi_jax.evaluators import job
     from vifi_jax.runtime import config_checks
@@ -86,7 +87,6 @@ def main(argv):
     config_checks.check(config)
     cli_flags.join_processes()
     workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
-    cli.configure_logging()
     log.info("config:\n%s", "\n".join(f"  {key}: {json.dumps(value, sort_keys=True)}"
                                        for key, value in config_checks.relevant(config).items()))
     log.info("workdir %s, %d process(es), %d device(s): %s", workdir, jax.process_count(), jax.device_count(),
