@@ -17,7 +17,6 @@ import json
 import os
 import re
 
-import jax
 import numpy as np
 
 from data_pipelines import files, outputs
@@ -65,6 +64,7 @@ def _legacy(directory, names):
 
 def claim(out):
     """Make `out` a feature store of this export (process 0; the others wait): new, empty, or a store."""
+    import jax  # writing only: reading a store (search, tsne) starts without jax
     if jax.process_index() == 0:
         outputs.claim(out, "features", "--out", _legacy)
     if jax.process_count() > 1:
@@ -89,6 +89,8 @@ def _entries_of(path):
 def lock(out):
     """One export at a time into `out` (held by process 0 of a job)."""
     import contextlib
+
+    import jax
     return outputs.Lock(out, "--out") if jax.process_index() == 0 else contextlib.nullcontext()
 
 
@@ -97,6 +99,7 @@ class Writer:
     `add_shard` per shard and `finish` once every process has written its part."""
 
     def __init__(self, out, settings, inputs, key="video"):
+        import jax
         self.out, self.key = out, key
         self.process, self.count = jax.process_index(), jax.process_count()
         claim(out)  # already claimed by a caller that also locks it: a no-op then

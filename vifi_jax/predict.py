@@ -15,16 +15,11 @@ import json
 import logging
 import sys
 
-import cv2
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
 from data_pipelines import cli, sampling, video
-from vifi_jax import api
 from vifi_jax.cli import flags as cli_flags
-from vifi_jax.runtime import encoder
 
 FLAGS = flags.FLAGS
 
@@ -45,6 +40,11 @@ def classify(model, paths, names, top_k=5, num_frames=sampling.NUM_FRAMES, text_
     """Yield {video, labels: [{label, probability}]} or {video, error} per video, in order, as each is done.
 
     Any failure on one video (unreadable, too large, out of memory, ...) becomes that video's error."""
+    import cv2
+    import jax
+
+    from vifi_jax import api
+    from vifi_jax.runtime import encoder
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     text = model.encode_text(model.class_texts(names, text_mode))
@@ -88,6 +88,9 @@ def main(argv):
     if not paths:
         raise app.UsageError("give one or more video files")
     names = cli_flags.label_names(at_least=2)
+    import jax.numpy as jnp  # jax and the model only once there is work (--help starts at once)
+
+    from vifi_jax import api
     model = api.load(FLAGS.weights, FLAGS.clip_weights, jnp.float32)
     failed = 0
     for result in classify(model, paths, names, FLAGS.top_k, FLAGS.num_frames, FLAGS.text_mode):

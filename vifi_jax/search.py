@@ -15,10 +15,8 @@ import numpy as np
 from absl import flags
 
 from data_pipelines import cli
-from vifi_jax import api, features
+from vifi_jax import features
 from vifi_jax.cli import flags as cli_flags
-from vifi_jax.models import clip
-from vifi_jax.runtime import encoder
 
 FLAGS = flags.FLAGS
 
@@ -52,6 +50,7 @@ def rank(index_features, query, top_k, exclude=None):
 def same_model(settings, model):
     """Whether `model` is the one a store's features were made with: its weights' fingerprint (stores made
     before fingerprints were recorded: its CLIP fields)."""
+    from vifi_jax.models import clip
     if "weights" in settings:
         return settings["weights"] == model.fingerprint
     fields = lambda config: {k: v for k, v in config.items() if k not in clip.SWITCHES}
@@ -82,6 +81,7 @@ def search(directory, top_k=5, query=None, video=None, model=None):
     else:
         if model is None:
             raise SearchError(f"{video} is not in {directory}; give --weights to encode it")
+        from vifi_jax.runtime import encoder
         frames = encoder.load_video(video, store.settings["num_frames"], model.config["image_resolution"])
         vector = np.asarray(model.encode_video(frames))[0]
     return [{"video": paths[i], "score": score} for i, score in rank(index, vector, top_k, exclude)]
@@ -89,6 +89,7 @@ def search(directory, top_k=5, query=None, video=None, model=None):
 
 def weights_for(directory, weights, clip_weights):
     """The model a query is encoded with: --weights, else the weights `extract` recorded in the store."""
+    from vifi_jax import api  # jax and the model only once a query needs them (--help starts at once)
     if weights:
         return api.load(weights, clip_weights)
     settings = features.read_settings(directory)
