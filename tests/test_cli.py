@@ -44,3 +44,14 @@ def test_a_model_that_takes_other_frames_than_the_data_is_refused_at_load():
     config.data.input_size = 48
     with pytest.raises(config_checks.ConfigError, match=r"data.input_size=48 but the model .* takes 32x32 frames"):
         session.from_config(config, abstract=True)
+
+
+@pytest.mark.parametrize("command", ["main", "predict", "search", "tsne", "convert", "summarize"])
+def test_help_does_not_import_jax(command):
+    """--help starts at once: these commands import jax (a second or more) only when there is work."""
+    script = ("import runpy, sys\nsys.argv = [sys.argv[1], '--help']\n"
+              "try:\n    runpy.run_module('vifi_jax.' + sys.argv[0], run_name='__main__')\n"
+              "except SystemExit:\n    pass\nprint('\\nIMPORTED', sorted({'jax', 'flax'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", script, command], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "IMPORTED []", result.stdout[-500:] + result.stderr[-2000:]
