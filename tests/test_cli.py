@@ -46,9 +46,9 @@ def test_a_model_that_takes_other_frames_than_the_data_is_refused_at_load():
         session.from_config(config, abstract=True)
 
 
-@pytest.mark.parametrize("command", ["main", "predict", "search", "tsne", "convert", "summarize"])
+@pytest.mark.parametrize("command", ["main", "predict", "extract", "search", "tsne", "explain", "convert", "summarize"])
 def test_help_does_not_import_jax(command):
-    """--help starts at once: these commands import jax (a second or more) only when there is work."""
+    """--help starts at once: the commands import jax (a second or more) only when there is work."""
     script = ("import runpy, sys\nsys.argv = [sys.argv[1], '--help']\n"
               "try:\n    runpy.run_module('vifi_jax.' + sys.argv[0], run_name='__main__')\n"
               "except SystemExit:\n    pass\nprint('\\nIMPORTED', sorted({'jax', 'flax'} & set(sys.modules)))")

@@ -22,9 +22,7 @@ import numpy as np
 from absl import app, flags
 
 from data_pipelines import cli, files, outputs, sampling, transforms, video
-from vifi_jax import api
 from vifi_jax.cli import flags as cli_flags
-from vifi_jax.runtime import encoder
 
 FLAGS = flags.FLAGS
 METHOD = "attention rollout (Abnar & Zuidema 2020): head-mean attention + identity, rows renormalised, " \
@@ -83,6 +81,7 @@ def overlay(crop, relevance):
 def explain_video(model, path, names, text, out, num_frames=sampling.NUM_FRAMES, stem=None):
     """Write <out>/<stem>.png and .json for one video (stem: the file name without extension); returns the
     JSON content."""
+    from vifi_jax.runtime import encoder
     crops, indices = encoder.read_test_view(path, num_frames, model.config["image_resolution"])  # decoded once
     logits, contributions, maps, top = explain_frames(model, transforms.normalize(crops)[0], text)
     if not (np.isfinite(logits).all() and np.isfinite(contributions).all() and np.isfinite(maps).all()):
@@ -113,6 +112,7 @@ def main(argv):
         raise app.UsageError("give --out and one or more videos")
     names = cli_flags.label_names()
     outputs.claim(FLAGS.out, "explanations", "--out")
+    from vifi_jax import api  # jax and the model only once there is work (--help starts at once)
     model = api.load(FLAGS.weights, FLAGS.clip_weights)
     text = model.encode_text(model.class_texts(names))
     failed = 0

@@ -27,15 +27,12 @@ import os
 import sys
 
 import cv2
-import jax
 import numpy as np
 from absl import app, flags
 
 from data_pipelines import cli, datasets, sampling, transforms, video
-from vifi_jax import api, features
+from vifi_jax import features
 from vifi_jax.cli import flags as cli_flags
-from vifi_jax.models import clip
-from vifi_jax.runtime import encoder
 
 FLAGS = flags.FLAGS
 
@@ -62,6 +59,7 @@ ExtractError = features.FeatureStoreError
 
 
 def _normalized(x):
+    from vifi_jax.models import clip
     return np.asarray(clip.l2_normalize(x))
 
 
@@ -73,6 +71,7 @@ def _rows(per_frame, indices, level):
 
 def video_rows(model, path, level, num_frames=sampling.NUM_FRAMES, window=16, stride=4):
     """(rows [n, D], extra manifest fields) of one video at `level`."""
+    from vifi_jax.runtime import encoder
     size = model.config["image_resolution"]
     if level == "window":
         rows, windows = model.encoder.windows(path, window, stride, size)
@@ -84,6 +83,7 @@ def video_rows(model, path, level, num_frames=sampling.NUM_FRAMES, window=16, st
 def encode_videos(model, paths, level, num_frames, window, stride, batch_size, done=lambda: None):
     """[(rows, extra fields) or (None, error text)] per path, in order. Video and frame levels encode
     `batch_size` videos' views at a time; a video that cannot be read is its own error."""
+    from vifi_jax.runtime import encoder
     results, pending = [None] * len(paths), []
     size = model.config["image_resolution"]
 
@@ -127,6 +127,7 @@ def encode_videos(model, paths, level, num_frames, window, stride, batch_size, d
 def settings_of(model, level, num_frames, window, stride, dtype, shard_size, texts, source=None):
     """What a store records about how its features were made (`features.SETTINGS`); `source` is where the
     weights were loaded from ({"weights", "clip_weights"}), so that search can load them again."""
+    import jax
     return {"level": level, "num_frames": num_frames, "window": window, "stride": stride, "dtype": dtype,
             "shard_size": shard_size, "texts": bool(texts), "processes": jax.process_count(), "model": model.config,
             "weights": model.fingerprint, "weights_source": source}
@@ -194,6 +195,7 @@ def main(argv):
         raise app.UsageError("--out is required")
     cli_flags.join_processes()
     inputs, texts, labels = read_inputs(argv[1:], FLAGS.list_file, FLAGS.root, FLAGS.texts, FLAGS.labels_file)
+    from vifi_jax import api  # jax and the model only once there is work (--help starts at once)
     model = api.load(FLAGS.weights, FLAGS.clip_weights)
     if texts == "labels":
         inputs = model.class_texts(inputs)  # the texts the model scores classes by (template, or its prompts)
