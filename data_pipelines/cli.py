@@ -9,7 +9,9 @@ with exit status 2, and a failure one `error:` line with exit status 1; a traceb
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from absl import app, flags
@@ -46,11 +48,33 @@ def _verbose():
     return bool(flag or os.environ.get(VERBOSE_ENV))
 
 
+_interrupted = threading.Event()
+
+
+def _on_ctrl_c(signum, frame):
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted():
+    """Raise KeyboardInterrupt if Ctrl-C was pressed. Python drops an exception raised inside a garbage-collector
+    callback (JAX has one), so a Ctrl-C landing there would be lost; every progress step checks again."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+
+
 def progress(total, description, unit, initial=0, enabled=True):
-    """A tqdm bar with rate and ETA on stderr; pass `enabled=False` on all but one process of a job."""
+    """A tqdm bar with rate and ETA on stderr; pass `enabled=False` on all but one process of a job. Each
+    `update` also stops the work if Ctrl-C was pressed (see `raise_if_interrupted`)."""
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                disable=not enabled, mininterval=0.5 if sys.stderr.isatty() else 2.0)
+
+    class Bar(tqdm):
+        def update(self, n=1):
+            raise_if_interrupted()
+            return super().update(n)
+
+    return Bar(total=total, initial=initial, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True,
+               disable=not enabled, mininterval=0.5 if sys.stderr.isatty() else 2.0)
 
 
 _ROOM_TEXTS = {"No space left on device": "no space left on the device",
@@ -109,6 +133,8 @@ def guarded(main, verbose=lambda: False):
     """Wrap `main(argv)` so that any exception (but a usage error or an exit) ends as `fail` says."""
     @functools.wraps(main)
     def run(argv):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, _on_ctrl_c)
         try:
             return main(argv)
         except (SystemExit, app.UsageError):
