@@ -56,6 +56,13 @@ def _on_ctrl_c(signum, frame):
     raise KeyboardInterrupt
 
 
+def _quiet_about_a_dropped_ctrl_c(unraisable, previous=sys.unraisablehook):
+    """Python prints "Exception ignored in ..." with a traceback for the dropped KeyboardInterrupt; the
+    interruption is reported once, as the program's last line, instead."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        previous(unraisable)
+
+
 def raise_if_interrupted():
     """Raise KeyboardInterrupt if Ctrl-C was pressed. Python drops an exception raised inside a garbage-collector
     callback (JAX has one), so a Ctrl-C landing there would be lost; every progress step checks again."""
@@ -135,6 +142,7 @@ def guarded(main, verbose=lambda: False):
     def run(argv):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, _on_ctrl_c)
+            sys.unraisablehook = _quiet_about_a_dropped_ctrl_c
         try:
             return main(argv)
         except (SystemExit, app.UsageError):
