@@ -15,6 +15,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ and _JAX_VERSION >= (0, 10):
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vifi_jax_test_jit_cache_")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# The CPU is the test machine's backend; libtpu (requirements-aot.txt, for compiling to TPU topologies) would
+# otherwise be tried as a local TPU, with error lines on every program's stderr.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402

@@ -11,7 +11,7 @@ from configs import zeroshot
 from vifi_jax.runtime import config_checks, session
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ["vifi_jax." + name for name in ("main", "predict", "extract", "search", "tsne", "explain", "convert",
+COMMANDS = ["vifi_jax." + name for name in ("main", "aot", "predict", "extract", "search", "tsne", "explain", "convert",
                                              "summarize")] + ["data_pipelines.prepare"]
 
 
@@ -46,7 +46,7 @@ def test_a_model_that_takes_other_frames_than_the_data_is_refused_at_load():
         session.from_config(config, abstract=True)
 
 
-@pytest.mark.parametrize("command", ["main", "predict", "extract", "search", "tsne", "explain", "convert", "summarize"])
+@pytest.mark.parametrize("command", ["main", "aot", "predict", "extract", "search", "tsne", "explain", "convert", "summarize"])
 def test_help_does_not_import_jax(command):
     """--help starts at once: the commands import jax (a second or more) only when there is work."""
     script = ("import runpy, sys\nsys.argv = [sys.argv[1], '--help']\n"

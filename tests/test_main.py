@@ -9,6 +9,7 @@ import pytest
 from configs import common, zeroshot
 from data_pipelines import outputs
 from vifi_jax import main
+from vifi_jax.cli import experiment
 from vifi_jax.evaluators import job
 from vifi_jax.runtime import workdirs
 from vifi_jax.train import loop
@@ -41,10 +42,10 @@ def test_embedded_default_runs_offline_shows_progress_and_ends_cleanly(tmp_path)
 
 
 def test_configs_are_named_by_file_or_by_shipped_name(tmp_path):
-    assert main.config_path("configs/zeroshot.py:dataset=hmdb51") == "configs/zeroshot.py:dataset=hmdb51"
-    assert main.config_path("few_shot:dataset=hmdb51,shots=2") == \
-        os.path.join(main.CONFIGS_DIR, "few_shot.py") + ":dataset=hmdb51,shots=2"
-    assert main.shipped_configs() == ["base2novel", "few_shot", "fully_supervised", "retrieval", "zeroshot"]
+    assert experiment.config_path("configs/zeroshot.py:dataset=hmdb51") == "configs/zeroshot.py:dataset=hmdb51"
+    assert experiment.config_path("few_shot:dataset=hmdb51,shots=2") == \
+        os.path.join(experiment.CONFIGS_DIR, "few_shot.py") + ":dataset=hmdb51,shots=2"
+    assert experiment.shipped_configs() == ["base2novel", "few_shot", "fully_supervised", "retrieval", "zeroshot"]
     # --help prints the module docstring: every shipped config with its arguments and examples
     for line in ("  few_shot: Few-shot", "few_shot.py:dataset=hmdb51,shots=2", "  zeroshot: Zero-shot",
                  "zeroshot.py:dataset=hmdb51", "base2novel.py:dataset=ucf101,split=2,prompting"):

@@ -5,68 +5,28 @@
 and the base/novel harmonic mean where they apply). The config is logged and saved as
 `<workdir>/config.json`; results go to `<workdir>/results.json`.
 """
-import ast
 import json
 import logging
 import os
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from data_pipelines import cli
 
+from vifi_jax.cli import experiment
 from vifi_jax.cli import flags as cli_flags
 
 log = logging.getLogger("vifi_jax.main")
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-
-def shipped_configs():
-    return sorted(name[:-3] for name in os.listdir(CONFIGS_DIR)
-                  if name.endswith(".py") and name not in ("__init__.py", "common.py"))
-
-
-def configs_help():
-    """Each shipped config's docstring (its arguments and examples), read without importing it."""
-    parts = []
-    for name in shipped_configs():
-        with open(os.path.join(CONFIGS_DIR, name + ".py")) as f:
-            doc = ast.get_docstring(ast.parse(f.read()), clean=False) or ""
-        parts.append(f"  {name}: {doc}".replace("\n", "\n    "))
-    return "\n\n".join(parts).replace("\n    \n", "\n\n")
-
-
-__doc__ += "\nShipped configs (--config=<name>[:args] or --config=configs/<name>.py[:args]):\n\n" + configs_help()
+__doc__ += ("\nShipped configs (--config=<name>[:args] or --config=configs/<name>.py[:args]):\n\n"
+            + experiment.configs_help())
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", None, "Experiment config: a shipped config's name or a file, with its argument after ':', e.g. "
-    "zeroshot, few_shot:dataset=hmdb51,shots=2 or configs/base2novel.py:dataset=ucf101,split=2 (listed above).",
-    lock_config=True)
+experiment.define()
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: workdirs/<config name>).")
 cli_flags.processes()
 flags.DEFINE_bool("resume_changed_config", False, "Resume the checkpoints in --workdir even though this run's "
                   "config differs from theirs in fields that change results.")
-
-
-def config_path(argument):
-    """`zeroshot` or `few_shot:dataset=hmdb51,shots=2` -> the config file shipped with vifi_jax (argument kept);
-    a path (`configs/zeroshot.py:dataset=hmdb51`) stays as it is."""
-    name, colon, arg = argument.partition(":")
-    if os.sep in name or "/" in name or name.endswith(".py"):
-        return argument
-    if name not in shipped_configs():
-        raise app.UsageError(f"--config={argument}: no shipped config {name!r}; give a file path or one of "
-                             f"{', '.join(shipped_configs())}")
-    return os.path.join(CONFIGS_DIR, name + ".py") + colon + arg
-
-
-def resolve_config(argument):
-    """The --config flag's value as a file (absl parses the flags with this applied; sys.argv stays as given)."""
-    if argument.startswith("--config="):
-        return "--config=" + config_path(argument[len("--config="):])
-    return argument
 
 
 def default_workdir(config_argument):
@@ -76,9 +36,7 @@ def default_workdir(config_argument):
 
 
 def main(argv):
-    config = FLAGS.config
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/zeroshot.py")
+    config = experiment.required()
     cli.configure_logging()  # before Orbax is imported: its import-time INFO lines stay out
     import jax
     from vifi_jax.evaluators import job
@@ -86,7 +44,7 @@ def main(argv):
     from vifi_jax.train import loop
     config_checks.check(config)
     cli_flags.join_processes()
-    workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
+    workdir = FLAGS.workdir or default_workdir(experiment.config_argument())
     log.info("config:\n%s", "\n".join(f"  {key}: {json.dumps(value, sort_keys=True)}"
                                        for key, value in config_checks.relevant(config).items()))
     log.info("workdir %s, %d process(es), %d device(s): %s", workdir, jax.process_count(), jax.device_count(),
@@ -111,4 +69,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main, resolve=resolve_config)
+    cli.run(main, resolve=experiment.resolve_config)

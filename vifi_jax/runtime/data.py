@@ -74,6 +74,17 @@ def _labels(config, labels_file, train):
     return names
 
 
+def readable_class_names(config, labels_file):
+    """The class names of a label CSV of the config when it can be read here, else None (ahead-of-time
+    compilation sizes the text side by them, or by placeholders when the dataset is elsewhere)."""
+    if config.data.source != "files" or not labels_file:
+        return None
+    try:
+        return datasets.read_labels(_path(config, labels_file))
+    except (OSError, ValueError):
+        return None
+
+
 def train_split(config):
     d = config.data
     return split(config, "train", d.train_file, d.labels, d.tfds_train_split, train=True)

@@ -47,7 +47,8 @@ def _jitted(module, method, mutable=False):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _view_logits(module, normalize_kind, params, frames, text):
+def view_logits_program(module, normalize_kind, params, frames, text):
+    """uint8 views [B, V, T, H, W, 3] -> logits [B, V, N]: the jitted program of `Encoder.view_logits`."""
     batch, views = frames.shape[:2]
     x = transforms.normalize(frames.reshape(batch * views, *frames.shape[2:]), normalize_kind)
     return module.apply({"params": params}, x, text).reshape(batch, views, -1)
@@ -108,7 +109,7 @@ class Encoder:
     def view_logits(self, frames, text_features, normalize_kind="imagenet"):
         """uint8 views [B, V, T, H, W, 3] (normalised here, on the device) against text features -> logits
         [B, V, N] of every view: the batch path of evaluation."""
-        return _view_logits(self.module, normalize_kind, self.params, frames, text_features)
+        return view_logits_program(self.module, normalize_kind, self.params, frames, text_features)
 
     def frames_with_attention(self, frames):
         """Frames [T, H, W, 3] (normalised) through the image tower once -> (projected embeddings [T, D]

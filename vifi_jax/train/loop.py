@@ -134,9 +134,7 @@ def _train(config, workdir, session, train, plan, optimizer, lr_fn, state, ckpt,
     evaluator = job.make(config, mesh, final=False)
     ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), t.batch_size, config.seed, t.epochs,
                                 process, t.reference_world_size, start_batch=plan.consumed(config, start_update))
-    step_fn = jax.jit(steps.make_train_step(module, optimizer, config, len(train.class_names), mesh),
-                      donate_argnums=(0,),
-                      out_shardings=(jax.tree.map(lambda x: x.sharding, state), sharding.replicated(mesh)))
+    step_fn = steps.jit_train_step(module, optimizer, config, len(train.class_names), mesh, state)
     work = {"texts": len(train.class_names), "text_length": int(ids.shape[1]), "devices": mesh.size,
             "micro_batches": t.accumulation_steps, "use": t.use}
     bad = pipeline.BadSamples(train.source, config.data.max_bad_fraction)

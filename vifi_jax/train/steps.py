@@ -92,3 +92,24 @@ def make_train_step(module, optimizer, config, num_classes, mesh=None):
                            "update_norm": global_norm(updates)}
 
     return train_step
+
+
+def jit_train_step(module, optimizer, config, num_classes, mesh, state):
+    """`make_train_step` jitted as training runs it: the state (arrays or ShapeDtypeStructs with their
+    shardings) donated and kept in its shardings, the metrics replicated."""
+    return jax.jit(make_train_step(module, optimizer, config, num_classes, mesh), donate_argnums=(0,),
+                   out_shardings=(jax.tree.map(lambda x: x.sharding, state), sharding.replicated(mesh)))
+
+
+def update_shapes(config, mesh):
+    """One update's inputs as the loop places them, as ShapeDtypeStructs: frames [ACC, B, 1, T, H, W, 3]
+    uint8, labels [ACC, B] and (with data.augment_on="device") the colour parameters, split over the batch."""
+    t, d = config.train, config.data
+    lead = (t.accumulation_steps, t.batch_size)
+    placed = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(mesh, 1))
+    color = None
+    if d.augment_on == "device":
+        color = {k: placed(lead + jnp.shape(v), jnp.asarray(v).dtype)
+                 for k, v in transforms.identity_color_params(d.num_frames).items()}
+    return {"frames": placed(lead + (1, d.num_frames, d.input_size, d.input_size, 3), jnp.uint8),
+            "label": placed(lead, jnp.int32), "color": color}

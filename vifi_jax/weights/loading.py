@@ -76,6 +76,10 @@ def read_model(model_config, seed=0, abstract=False):
 
     if init_name.startswith(RANDOM_PREFIX):
         return random_model(init_name[len(RANDOM_PREFIX):], "random initialisation (by config)")
+    variant = init_name[len("openai:"):] if init_name.startswith("openai:") else None
+    if abstract and variant in clip.VARIANTS:  # OpenAI's released models have the variant's shapes: no download
+        config = variant_config(variant, **extra)
+        return config, abstract_params(config), None
     try:
         config, params = convert.read(init_name, model_config.get("clip_weights") or None)
     except (OSError, convert.ConversionError) as error:
