@@ -70,6 +70,7 @@ def test_the_cli_compiles_the_real_steps_for_a_v5e_slice_and_says_what_they_hold
 def test_fsdp_on_a_multi_host_topology_splits_the_state_over_its_devices():
     target = targets.resolve("v5e:4x4")
     assert len(target.devices) == 16 and target.hosts == 4
+    assert targets.resolve("v5e:2x4").hosts == 1  # v5litepod-8: one host of 8 chips
     report = ahead_of_time.report(light_config(**{"mesh.fsdp": 4}), target, "fsdp", programs=("train",))
     train = report["programs"]["train"]
     assert train["mesh"] == {"data": 4, "fsdp": 4}

@@ -12,6 +12,8 @@ import dataclasses
 import os
 import re
 
+import numpy as np
+
 GIB = 2 ** 30
 GB = 10 ** 9
 
@@ -74,13 +76,18 @@ def _tpu(name, generation):
     from jax.experimental import topologies
     kind, hbm, bandwidth, peak, megacore = TPUS[generation]
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")  # else libtpu logs an error about the host
+    # libtpu lets one process hold it, for the chips; compiling for absent chips may run in several at once
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     options = {"chip_config_name": "megacore"} if megacore else {}
+    chips = int(np.prod([int(n) for n in name.partition(":")[2].split("x")]))
+    if generation in ("v5e", "v6e") and chips == 8:
+        options["chips_per_host_bounds"] = (2, 4, 1)  # v5litepod-8 and v6e-8 are one host; larger slices 4 a host
     try:
         devices = topologies.get_topology_desc(topology_name=name, platform="tpu", **options).devices
     except RuntimeError as error:
         if "not installed" in str(error):
             raise TargetError(f"--target={name} needs libtpu: pip install -r requirements-aot.txt") from None
-        raise TargetError(f"--target={name}: libtpu does not know this topology ({' '.join(str(error).split())[:200]})"
+        raise TargetError(f"--target={name}: libtpu could not make this topology ({' '.join(str(error).split())[:200]})"
                           ) from None
     hosts = len({d.process_index for d in devices})
     return Target(name, "tpu", devices[0].device_kind or kind, list(devices), hosts, hbm, hbm, bandwidth, peak)
