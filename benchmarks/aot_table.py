@@ -26,6 +26,8 @@ from vifi_jax.train import ahead_of_time  # noqa: E402
 RECIPES = {"zeroshot": "zeroshot:train", "fully_supervised": "fully_supervised",
            "few_shot": "few_shot:dataset=hmdb51,shots=16", "base2novel": "base2novel:dataset=k400,split=1"}
 TARGETS = ["v4:2x2x1", "v5e:2x4", "v5p:2x2x1", "v6e:2x4", "h100x8", "h200x8"]
+FIT_TABLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vifi_jax", "assets",
+                         "fit_table.json")
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "aot_table.json")
 GIB = 2 ** 30
 
@@ -59,6 +61,19 @@ def markdown(results):
     return "\n".join(rows)
 
 
+def fit_table(results):
+    """{recipe: {"<devices> x <device kind>": fits, peak, cheapest lever}}: what `main` prints on that accelerator
+    (`runtime.hardware.fit_advice`)."""
+    table = {}
+    for key, r in results.items():
+        recipe, target = key.split(" @ ")
+        train, best = r["programs"]["train"], r.get("cheapest_fit")
+        table.setdefault(recipe, {})[f"{r['devices']} x {r['device_kind']}"] = {
+            "target": target, "fits": train["fits"], "peak_gib": round(train["peak_bytes"] / GIB, 2),
+            "limit_gib": round(r["limit_bytes"] / GIB, 2), "lever": best["flags"] if best else None}
+    return table
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(RECIPES))
@@ -81,6 +96,7 @@ def main():
             os.makedirs(os.path.dirname(args.out), exist_ok=True)
             files.write_json(args.out, results, "aot table")
             print(f"  {report['verdict']} ({report['wall_seconds']:.0f} s)", flush=True)
+    files.write_json(FIT_TABLE, fit_table(results), "fit table")
     print(markdown(results))
 
 

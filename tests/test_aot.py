@@ -156,3 +156,20 @@ def test_bytes_per_device_follow_the_shardings():
     whole = jax.ShapeDtypeStruct((3,), np.int32, sharding=NamedSharding(mesh, P()))
     assert ahead_of_time.bytes_total([split, whole]) == 8 * 6 * 4 + 12
     assert ahead_of_time.bytes_per_device([split, whole]) == 4 * 6 * 4 + 12
+
+
+def test_main_names_the_fit_of_a_shipped_recipe_on_the_accelerator_it_runs_on(tmp_path, monkeypatch):
+    from vifi_jax.runtime import hardware
+    table = {"zeroshot:train": {"8 x TPU v5 lite": {"target": "v5e:2x4", "fits": True, "peak_gib": 14.9,
+                                                     "limit_gib": 16.0, "lever": None},
+                                "4 x TPU v4": {"target": "v4:2x2x1", "fits": False, "peak_gib": 40.1,
+                                               "limit_gib": 32.0, "lever": "--config.model.remat=True"}}}
+    (tmp_path / "fit.json").write_text(json.dumps(table))
+    monkeypatch.setattr(hardware, "FIT_TABLE", str(tmp_path / "fit.json"))
+    assert hardware.recipe_name("/somewhere/configs/zeroshot.py:train") == "zeroshot:train"
+    fits = hardware.fit_advice("configs/zeroshot.py:train", "TPU v5 lite", 8)
+    assert fits.startswith("this recipe fits 8 x TPU v5 lite (v5e:2x4") and "14.9 of 16.0 GiB" in fits
+    lever = hardware.fit_advice("configs/zeroshot.py:train", "TPU v4", 4)
+    assert "does not fit" in lever and lever.endswith("--config.model.remat=True")
+    assert hardware.fit_advice("configs/zeroshot.py:train", "cpu", 1) is None
+    assert hardware.fit_advice("configs/zeroshot.py", "TPU v5 lite", 8) is None  # the evaluation job

@@ -4,6 +4,9 @@ Peaks are the vendors' datasheet figures for dense bf16 (NVIDIA's H100/H200 and 
 TPU system-architecture pages); a device not listed has an unknown peak, and MFU is then not reported rather
 than guessed.
 """
+import json
+import os
+
 import jax
 
 # (substring of jax's device_kind, peak dense bf16 TFLOP/s); the first match wins, so specific names first.
@@ -47,3 +50,33 @@ def step_cost(compiled):
     except Exception:  # noqa: BLE001
         pass
     return flops, memory
+
+
+FIT_TABLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "fit_table.json")
+
+
+def recipe_name(config_argument):
+    """`configs/zeroshot.py:train` or `/x/configs/zeroshot.py:train` -> `zeroshot:train`: how the fit table
+    (`benchmarks/aot_table.py`) names a shipped recipe."""
+    path, colon, arg = config_argument.partition(":")
+    return os.path.splitext(os.path.basename(path))[0] + colon + arg
+
+
+def fit_advice(config_argument, device_kind, devices):
+    """What the compiled fit table says about this recipe on this accelerator (None when it has no entry):
+    whether the official recipe fits, and the cheapest lever when it does not."""
+    try:
+        with open(FIT_TABLE) as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        return None
+    entry = table.get(recipe_name(config_argument), {}).get(f"{devices} x {device_kind}")
+    if entry is None:
+        return None
+    where = f"{devices} x {device_kind} ({entry['target']}, compiled ahead of time: benchmarks/README.md)"
+    if entry["fits"]:
+        return f"this recipe fits {where}: {entry['peak_gib']:.1f} of {entry['limit_gib']:.1f} GiB per device"
+    if entry["lever"]:
+        return (f"this recipe does not fit {where} ({entry['peak_gib']:.1f} GiB per device); the cheapest lever "
+                f"that fits: {entry['lever']}")
+    return f"this recipe does not fit {where} ({entry['peak_gib']:.1f} GiB per device) with any single lever"

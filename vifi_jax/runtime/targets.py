@@ -112,8 +112,8 @@ def _gpu(name):
                           f"and JAX_PLATFORMS=cpu on a machine without GPUs "
                           f"({' '.join(str(error).split())[:160]})") from None
     fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", GPU_MEMORY_FRACTION))
-    return Target(name, "gpu", devices[0].device_kind or kind, list(devices), 1, hbm, int(hbm * fraction), bandwidth,
-                  peak, note)
+    kind = kind if note else devices[0].device_kind or kind  # an approximated GPU keeps its own name
+    return Target(name, "gpu", kind, list(devices), 1, hbm, int(hbm * fraction), bandwidth, peak, note)
 
 
 def _without_local_cudnn():
