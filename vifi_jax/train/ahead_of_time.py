@@ -172,13 +172,21 @@ def _levers(config, devices):
     return found
 
 
+_COMPILED_TRAIN_STEPS = {}  # (config, target) -> result: a process compiles each step once (levers, limits)
+
+
 def _train(config, target, limit):
-    session = session_for(config, target)
-    program, arguments, analytic, names_from, state = train_program(config, session)
-    result = describe(program, arguments, analytic, target, limit, loop_trips=config.train.accumulation_steps)
-    result.update(texts=names_from, state_bytes_per_device=bytes_per_device(state), state_bytes=bytes_total(state),
-                  micro_batch=config.train.batch_size, accumulation_steps=config.train.accumulation_steps,
-                  mesh=dict(session.mesh.shape))
+    key = (config.to_json(sort_keys=True), target.name, target.usable_bytes)
+    if key not in _COMPILED_TRAIN_STEPS:
+        session = session_for(config, target)
+        program, arguments, analytic, names_from, state = train_program(config, session)
+        result = describe(program, arguments, analytic, target, limit, loop_trips=config.train.accumulation_steps)
+        result.update(texts=names_from, state_bytes_per_device=bytes_per_device(state),
+                      state_bytes=bytes_total(state), micro_batch=config.train.batch_size,
+                      accumulation_steps=config.train.accumulation_steps, mesh=dict(session.mesh.shape))
+        _COMPILED_TRAIN_STEPS[key] = result
+    result = copy.deepcopy(_COMPILED_TRAIN_STEPS[key])
+    result["fits"] = result["memory"] is not None and result["peak_bytes"] <= limit
     return result
 
 
