@@ -15,7 +15,6 @@ import argparse
 import importlib.util
 import json
 import os
-import re
 import sys
 import time
 
@@ -30,12 +29,9 @@ from data_pipelines import transforms  # noqa: E402
 from vifi_jax.train import optim, steps  # noqa: E402
 from vifi_jax.models import flops
 from vifi_jax.runtime import hardware, sharding
+from vifi_jax.runtime.compiled import collectives
 from vifi_jax.train import augment
 from vifi_jax.models import clip, vifi  # noqa: E402
-
-COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
-DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "u8": 1, "s8": 1, "pred": 1}
-
 
 def estimate(compiled):
     """(seconds: the per-op roofline sum, XLA's cost figures) of a compiled TPU program."""
@@ -45,32 +41,6 @@ def estimate(compiled):
     return float(cost["optimal_seconds"]) + bitcasts, {"flops": float(cost.get("flops", 0)),
                                                         "bytes_accessed": float(cost.get("bytes accessed", 0)),
                                                         "concat_bitcasts_added_back": bitcasts}
-
-
-def shape_bytes(text):
-    """Bytes of an HLO result shape such as 'bf16[8,197,768]{2,1,0}' or a tuple of them."""
-    total = 0
-    for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", text):
-        if dtype in DTYPE_BYTES:
-            total += DTYPE_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
-    return total
-
-
-def collectives(hlo):
-    """Every collective of an optimized HLO module: kind, bytes of its result, and whether it sits in the
-    body of a while loop (the scanned micro-batches)."""
-    bodies = set(re.findall(r"body=%?([\w.\-]+)", hlo))
-    found, computation = [], None
-    for line in hlo.splitlines():
-        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
-        if header:
-            computation = header.group(1)
-            continue
-        match = re.search(r"= (.+?) (" + "|".join(COLLECTIVES) + r")(?:-start)?\(", line)
-        if match:
-            found.append({"kind": match.group(2), "bytes": shape_bytes(match.group(1)),
-                          "in_loop": computation in bodies})
-    return found
 
 
 def summarize(found):
