@@ -54,7 +54,11 @@ def main(argv):
     except targets.TargetError as error:
         raise app.UsageError(str(error)) from None
     from vifi_jax.train import ahead_of_time as ahead
-    report = ahead.report(config, target, experiment.config_argument(), FLAGS.memory_limit_gib, FLAGS.levers,
+    from vifi_jax.runtime import hardware
+    argument = experiment.config_argument()
+    shipped = os.path.dirname(os.path.abspath(argument.partition(":")[0])) == experiment.CONFIGS_DIR
+    report = ahead.report(config, target, hardware.recipe_name(argument) if shipped else argument,
+                          FLAGS.memory_limit_gib, FLAGS.levers,
                           progress=None if FLAGS.json else log.info)
     report["kind"] = REPORT_KIND
     if FLAGS.out:
