@@ -166,10 +166,14 @@ def test_main_names_the_fit_of_a_shipped_recipe_on_the_accelerator_it_runs_on(tm
                                                "limit_gib": 32.0, "lever": "--config.model.remat=True"}}}
     (tmp_path / "fit.json").write_text(json.dumps(table))
     monkeypatch.setattr(hardware, "FIT_TABLE", str(tmp_path / "fit.json"))
-    assert hardware.recipe_name("/somewhere/configs/zeroshot.py:train") == "zeroshot:train"
-    fits = hardware.fit_advice("configs/zeroshot.py:train", "TPU v5 lite", 8)
+    from vifi_jax.cli import experiment
+    assert experiment.recipe_name(os.path.join(experiment.CONFIGS_DIR, "zeroshot.py:train")) == "zeroshot:train"
+    assert experiment.recipe_name("zeroshot:train") == "zeroshot:train"
+    assert experiment.recipe_name("/somewhere/else/zeroshot.py:train") is None  # a user's own file: no advice
+    assert hardware.fit_advice(None, "TPU v5 lite", 8) is None
+    fits = hardware.fit_advice("zeroshot:train", "TPU v5 lite", 8)
     assert fits.startswith("this recipe fits 8 x TPU v5 lite (v5e:2x4") and "14.9 of 16.0 GiB" in fits
-    lever = hardware.fit_advice("configs/zeroshot.py:train", "TPU v4", 4)
+    lever = hardware.fit_advice("zeroshot:train", "TPU v4", 4)
     assert "does not fit" in lever and lever.endswith("--config.model.remat=True")
-    assert hardware.fit_advice("configs/zeroshot.py:train", "cpu", 1) is None
-    assert hardware.fit_advice("configs/zeroshot.py", "TPU v5 lite", 8) is None  # the evaluation job
+    assert hardware.fit_advice("zeroshot:train", "cpu", 1) is None
+    assert hardware.fit_advice("zeroshot", "TPU v5 lite", 8) is None  # the evaluation job

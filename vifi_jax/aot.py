@@ -54,10 +54,8 @@ def main(argv):
     except targets.TargetError as error:
         raise app.UsageError(str(error)) from None
     from vifi_jax.train import ahead_of_time as ahead
-    from vifi_jax.runtime import hardware
     argument = experiment.config_argument()
-    shipped = os.path.dirname(os.path.abspath(argument.partition(":")[0])) == experiment.CONFIGS_DIR
-    report = ahead.report(config, target, hardware.recipe_name(argument) if shipped else argument,
+    report = ahead.report(config, target, experiment.recipe_name(argument) or argument,
                           FLAGS.memory_limit_gib, FLAGS.levers,
                           progress=None if FLAGS.json else log.info)
     report["kind"] = REPORT_KIND

@@ -50,7 +50,7 @@ def main(argv):
     log.info("workdir %s, %d process(es), %d device(s): %s", workdir, jax.process_count(), jax.device_count(),
              jax.devices()[0].device_kind)
     from vifi_jax.runtime import hardware
-    advice = hardware.fit_advice(experiment.config_argument(), jax.devices()[0].device_kind, jax.device_count())
+    advice = hardware.fit_advice(experiment.recipe_name(experiment.config_argument()), jax.devices()[0].device_kind, jax.device_count())
     if advice:
         (log.info if advice.startswith("this recipe fits") else log.warning)(advice)
     if config.mode == "train":

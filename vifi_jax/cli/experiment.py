@@ -46,6 +46,15 @@ def config_path(argument):
     return os.path.join(CONFIGS_DIR, name + ".py") + colon + arg
 
 
+def recipe_name(argument):
+    """`zeroshot:train` or `/.../configs/zeroshot.py:train` -> `zeroshot:train`, how the fit table
+    (`benchmarks/aot_table.py`) and aot reports name a shipped recipe; None for a config file outside CONFIGS_DIR."""
+    path, colon, arg = config_path(argument).partition(":")
+    if os.path.dirname(os.path.abspath(path)) != CONFIGS_DIR:
+        return None
+    return os.path.splitext(os.path.basename(path))[0] + colon + arg
+
+
 def resolve_config(argument):
     """The --config flag's value as a file (absl parses the flags with this applied; sys.argv stays as given)."""
     if argument.startswith("--config="):

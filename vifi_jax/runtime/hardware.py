@@ -55,22 +55,18 @@ def step_cost(compiled):
 FIT_TABLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "fit_table.json")
 
 
-def recipe_name(config_argument):
-    """`configs/zeroshot.py:train` or `/x/configs/zeroshot.py:train` -> `zeroshot:train`: how the fit table
-    (`benchmarks/aot_table.py`) names a shipped recipe."""
-    path, colon, arg = config_argument.partition(":")
-    return os.path.splitext(os.path.basename(path))[0] + colon + arg
-
-
-def fit_advice(config_argument, device_kind, devices):
-    """What the compiled fit table says about this recipe on this accelerator (None when it has no entry):
+def fit_advice(recipe, device_kind, devices):
+    """What the compiled fit table says about a shipped recipe (`zeroshot:train`, as `experiment.recipe_name`
+    names it; None for a config file of one's own) on this accelerator (None when it has no entry):
     whether the official recipe fits, and the cheapest lever when it does not."""
+    if recipe is None:
+        return None
     try:
         with open(FIT_TABLE) as f:
             table = json.load(f)
     except (OSError, ValueError):
         return None
-    entry = table.get(recipe_name(config_argument), {}).get(f"{devices} x {device_kind}")
+    entry = table.get(recipe, {}).get(f"{devices} x {device_kind}")
     if entry is None:
         return None
     where = f"{devices} x {device_kind} ({entry['target']}, compiled ahead of time: benchmarks/README.md)"
