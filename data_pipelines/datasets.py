@@ -15,7 +15,7 @@ import re
 import cv2
 import numpy as np
 
-from data_pipelines import files, video
+from data_pipelines import files, storage, video
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,20 @@ def read_list_file(path, root="", num_classes=None, check_files=False):
     if not paths:
         raise DatasetError(f"list file {path} lists no videos")
     if check_files:
-        missing = [p for p in paths if not os.path.isfile(p) or os.path.getsize(p) == 0]
+        missing = [p for p in paths if _absent_or_empty(p)]
         if missing:
             log.warning("%d of %d videos in %s are missing or empty under root %r, e.g. %s", len(missing),
                         len(paths), path, root, ", ".join(missing[:5]))
     return ListFile(tuple(paths), tuple(labels))
+
+
+def _absent_or_empty(path):
+    if storage.is_remote(path):
+        try:
+            return storage.info(path)["size"] == 0
+        except FileNotFoundError:
+            return True
+    return not os.path.isfile(path) or os.path.getsize(path) == 0
 
 
 class VideoFileSource:

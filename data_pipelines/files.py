@@ -5,11 +5,14 @@ message instead of "does not exist" or a hang.
 """
 import contextlib
 import errno
+import io
 import json
 import os
 import stat
 
 import numpy as np
+
+from data_pipelines import storage
 
 
 class NotARegularFileError(OSError):
@@ -18,6 +21,8 @@ class NotARegularFileError(OSError):
 
 def regular_file_problem(path):
     """None for a regular file, else why it cannot be read as one (never opens or blocks on the path)."""
+    if storage.is_remote(path):
+        return _object_problem(path)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -37,6 +42,19 @@ def regular_file_problem(path):
     return f"is {kind}, not a regular file"
 
 
+def _object_problem(path):
+    """`regular_file_problem` for a bucket object: every object is a regular file; a name prefix with objects
+    under it is a directory."""
+    try:
+        found = storage.info(path)
+    except FileNotFoundError as error:
+        cause = str(storage.explain(path, error)).rpartition(": ")[2]
+        return "does not exist" + ("" if cause == "object not found" else f" ({cause})")
+    except Exception as error:  # noqa: BLE001 - permission, network: said as such
+        return f"cannot be accessed ({str(storage.explain(path, error)).partition(': ')[2]})"
+    return "is a directory, not a file" if found["type"] == "directory" else None
+
+
 def check_regular_file(path, what="file"):
     """Raise NotARegularFileError naming `what`, `path` and the reason, unless `path` is a regular file."""
     problem = regular_file_problem(path)
@@ -48,6 +66,8 @@ def check_regular_file(path, what="file"):
 def open_regular(path, what="file"):
     """Open a regular file for binary reading; the check and the open see the same file (no race to a FIFO)."""
     check_regular_file(path, what)
+    if storage.is_remote(path):
+        return storage.open_read(path)
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
@@ -65,7 +85,6 @@ class FileContentError(ValueError):
 
 def open_text(path, what="file", encoding="utf-8", newline=None):
     """`open_regular` for text (no FIFO, device or directory is ever opened)."""
-    import io
     return io.TextIOWrapper(open_regular(path, what), encoding=encoding, newline=newline)
 
 
@@ -139,7 +158,9 @@ def load_npy(path, what="array file", dtypes=(np.float16, np.float32), ndim=2):
             raise FileContentError(f"{what} {path} holds a {dtype} array of shape {shape}; expected {ndim}-D "
                                    f"{'/'.join(np.dtype(d).name for d in dtypes)}")
         size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        remaining = os.fstat(f.fileno()).st_size - f.tell()
+        start = f.tell()
+        remaining = f.seek(0, os.SEEK_END) - start
+        f.seek(start)
         if remaining != size:
             raise FileContentError(f"{what} {path} declares {size} bytes of data but holds {remaining}")
         array = np.frombuffer(f.read(size), dtype).reshape(shape, order="F" if fortran else "C")
@@ -190,6 +211,10 @@ def atomic_write(path, what="file", mode="w"):
     """Write `path` through a temporary file in the same directory, flushed to disk and then renamed over
     it: a reader (a rerun) sees the old file or the whole new one, never an empty or half-written one."""
     path = os.fspath(path)
+    if storage.is_remote(path):
+        with _upload_whole(path, what, mode) as f:
+            yield f
+        return
     temporary = f"{path}.tmp-{os.getpid()}"
     try:
         with open(temporary, mode) as f:
@@ -207,6 +232,20 @@ def atomic_write(path, what="file", mode="w"):
         if os.path.lexists(temporary):
             os.remove(temporary)
         raise
+
+
+@contextlib.contextmanager
+def _upload_whole(path, what, mode):
+    """`atomic_write` for a bucket: written to memory, then uploaded in one request under its final name."""
+    buffer = io.BytesIO() if "b" in mode else io.StringIO()
+    yield buffer
+    data = buffer.getvalue()
+    try:
+        storage.write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
+    except OSError as error:
+        cause = str(error).split(f"{path}: ", 1)[-1]
+        raise WriteError(getattr(error, "errno", None), f"cannot write {what} {path}: {cause}; nothing was "
+                                                        "changed there") from error
 
 
 def finite(obj):
@@ -235,6 +274,8 @@ def inside(base, entry, what, links_may_leave=False):
     """`entry` (relative) joined to `base`; refuses an absolute entry or one whose `..` leads out of `base`,
     and unless `links_may_leave` (a dataset tree may link to other disks), one a symbolic link leads out."""
     entry = os.fspath(entry)
+    if storage.is_remote(base):
+        return _inside_bucket(base, entry, what)
     if os.path.isabs(entry):
         raise OutsideError(f"{what}: {entry} is an absolute path; entries must be relative to {base}")
     if os.path.normpath(entry).split(os.sep)[0] == os.pardir:
@@ -245,3 +286,13 @@ def inside(base, entry, what, links_may_leave=False):
         if real != real_base and not real.startswith(real_base.rstrip(os.sep) + os.sep):
             raise OutsideError(f"{what}: {entry} leads outside {base} (a link to {real})")
     return path
+
+
+def _inside_bucket(base, entry, what):
+    """`inside` for a bucket: no links there, only names; `..` may not climb out of `base`."""
+    import posixpath
+    if entry.startswith("/") or storage.is_remote(entry):
+        raise OutsideError(f"{what}: {entry} is an absolute path; entries must be relative to {base}")
+    if posixpath.normpath(entry).split("/")[0] == "..":
+        raise OutsideError(f"{what}: {entry} leads outside {base} (through '..')")
+    return storage.join(base, posixpath.normpath(entry))

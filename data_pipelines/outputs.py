@@ -10,6 +10,9 @@
   (renameat2 RENAME_EXCHANGE where the system has it), so a kill at any moment leaves the old or the new one
   whole, never neither. Leftovers of a killed writer are named `<destination>.partial-<pid>` and removed by
   `clean_leftovers` once their process is gone.
+
+A bucket (gs://) gets the same rules through `storage`: the marker and the lock are objects (the lock made
+with create-if-absent), and a directory is a name prefix, so there is nothing to create or to protect there.
 """
 import contextlib
 import ctypes
@@ -21,7 +24,7 @@ import os
 import socket
 import time
 
-from data_pipelines import files
+from data_pipelines import files, storage
 
 log = logging.getLogger(__name__)
 MARKER = ".vifi_jax.json"
@@ -45,6 +48,8 @@ def claim(directory, kind, flag, legacy=None):
 
     `legacy(names)` may accept an unmarked directory written by an earlier version (its listing given)."""
     directory = os.fspath(directory)
+    if storage.is_remote(directory):
+        return _claim_in_bucket(directory, kind, flag, legacy)
     real = os.path.realpath(directory)
     protected = _forbidden(real)
     if protected:
@@ -71,9 +76,30 @@ def claim(directory, kind, flag, legacy=None):
     return directory
 
 
+def _claim_in_bucket(directory, kind, flag, legacy):
+    marker = storage.join(directory, MARKER)
+    if storage.exists(marker):
+        found = files.read_json(marker, "vifi_jax marker", f"delete it if {directory} is yours and empty it")
+        if not isinstance(found, dict) or found.get("kind") != kind:
+            made = found.get("kind") if isinstance(found, dict) else None
+            raise OutputError(f"{flag}={directory} was made by a vifi_jax {made or 'run of another kind'}, not a "
+                              f"{kind}; choose another {flag}")
+        return directory
+    problem = files.regular_file_problem(directory)
+    if problem is None:
+        raise OutputError(f"{flag}={directory} exists and is an object, not a directory; choose another {flag}")
+    names = storage.listdir(directory)
+    if names and not (legacy and legacy(directory, names)):
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise OutputError(f"{flag}={directory} is not empty ({shown}) and was not made by a vifi_jax {kind}; "
+                          f"nothing there is touched: choose a new or empty {flag}")
+    files.write_json(marker, {"kind": kind, "created": _now()}, "vifi_jax marker")
+    return directory
+
+
 def is_claimed(directory, kind):
-    marker = os.path.join(directory, MARKER)
-    if not os.path.isfile(marker):
+    marker = storage.join(directory, MARKER)
+    if not (storage.exists(marker) if storage.is_remote(marker) else os.path.isfile(marker)):
         return False
     try:
         found = files.read_json(marker, "vifi_jax marker")
@@ -100,22 +126,29 @@ class Lock:
     """`with Lock(directory, flag):` holds `directory/.vifi_jax.lock` for this process, or refuses."""
 
     def __init__(self, directory, flag):
-        self.path, self.flag, self.directory = os.path.join(directory, LOCK), flag, directory
+        self.path, self.flag, self.directory = storage.join(directory, LOCK), flag, directory
         self.held = False
 
     def __enter__(self):
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
         for _ in range(3):
             try:
-                descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                self._create(json.dumps(holder))
             except FileExistsError:
                 self._check_stale()
                 continue
-            with os.fdopen(descriptor, "w") as f:
-                json.dump(holder, f)
             self.held = True
             return self
         raise OutputError(f"cannot take the lock {self.path}; remove it if no run is using {self.directory}")
+
+    def _create(self, text):
+        """The lock file, made only if absent (O_EXCL; in a bucket, an upload that requires no object there)."""
+        if storage.is_remote(self.path):
+            storage.write_bytes(self.path, text.encode(), exclusive=True)
+            return
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(descriptor, "w") as f:
+            f.write(text)
 
     def _check_stale(self):
         try:
@@ -129,8 +162,7 @@ class Lock:
         pid, host = found.get("pid"), found.get("host")
         if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
             log.warning("removing the stale lock %s of process %d, which is gone", self.path, pid)
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.path)
+            remove(self.path)
             return
         who = f"process {pid} on {host}, since {found.get('started')}" if pid else "an unknown process"
         raise OutputError(f"{self.directory} is in use by another vifi_jax run ({who}); wait for it to end or "
@@ -138,8 +170,7 @@ class Lock:
 
     def __exit__(self, *unused):
         if self.held:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.path)
+            remove(self.path)
             self.held = False
 
 
@@ -163,16 +194,16 @@ def _exchange(a, b):
 
 
 def remove(path):
-    import shutil
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
+    """A file or a directory tree (local or in a bucket); nothing if absent."""
+    with contextlib.suppress(FileNotFoundError):
+        storage.remove(path)
 
 
 def remove_settled(path, quiet=0.5, limit=10.0):
     """Remove `path`, and again whenever it reappears, until it has stayed gone for `quiet` seconds: the write
     threads of a failed Orbax save outlive the error and go on creating files for a moment."""
+    if storage.is_remote(path):
+        return remove(path)
     deadline, gone_since = time.monotonic() + limit, None
     while time.monotonic() < deadline:
         if os.path.lexists(path):
@@ -210,8 +241,10 @@ def partial_name(destination, pid=None):
 def clean_leftovers(destination):
     """Remove `<destination>.partial-<pid>` left by writers that were killed (their process is gone); name
     the ones a live process still writes. Returns the removed paths."""
-    parent, base = os.path.split(os.path.abspath(destination))
     removed = []
+    if storage.is_remote(destination):
+        return removed  # nothing is staged in a bucket (see model_dir.save)
+    parent, base = os.path.split(os.path.abspath(destination))
     if not os.path.isdir(parent):
         return removed
     for name in os.listdir(parent):

@@ -22,7 +22,7 @@ import grain
 from absl import flags
 import numpy as np
 
-from data_pipelines import files, sampling, transforms, video
+from data_pipelines import files, sampling, storage, transforms, video
 
 log = logging.getLogger(__name__)
 
@@ -333,5 +333,5 @@ class BadSamples:
                 f"{examples}")
 
     def write(self, path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        storage.makedirs(storage.dirname(storage.absolute(path)))
         files.write_json(path, self.summary(), "report of unreadable videos")

@@ -11,7 +11,9 @@ Only the requested frames are held.
 
 A video file may come from a stranger, so reading one is bounded: only regular files are opened; FFmpeg
 may use only the `file` protocol and the demuxers of real video containers (no concat lists, playlists or
-image sequences, which would make it open other files); frames larger than `MAX_PIXELS` are refused
+image sequences, which would make it open other files); a video in a bucket (gs://) is streamed to
+FFmpeg through a Python file object in ranged reads (`storage.open_read`), never copied whole to local
+disk, and decodes to the same pixels as the local file; frames larger than `MAX_PIXELS` are refused
 before any is decoded; and a read that takes longer than `TIME_LIMIT` seconds ends with an error.
 """
 import os
@@ -20,7 +22,7 @@ import time
 import cv2
 import numpy as np
 
-from data_pipelines import files
+from data_pipelines import files, storage
 
 # FFmpeg options for every capture (OpenCV passes this variable to avformat_open_input).
 _DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2", "avi", "matroska,webm", "flv", "mpeg", "mpegts", "ogg", "asf", "mxf",
@@ -76,15 +78,49 @@ def _check_file(path):
     if problem:
         kind = "missing" if problem.startswith("does not exist") else "not_regular"
         raise VideoError(path, f"file {problem}", kind)
-    if os.path.getsize(path) == 0:
+    if (storage.info(path)["size"] if storage.is_remote(path) else os.path.getsize(path)) == 0:
         raise VideoError(path, "file is empty", "empty")
+
+
+class _StreamCapture:
+    """A capture that reads a bucket object through a Python stream. OpenCV 5.1's `release()` (and a second
+    `open()`) drops the capture's reference to that stream without holding the GIL, which crashes the
+    interpreter; deleting the capture drops it with the GIL held. So `release` deletes the capture, and
+    the stream, kept alive here until then, is closed after it."""
+
+    def __init__(self, stream, params):
+        self._stream, self._capture = stream, cv2.VideoCapture()
+        self._capture.open(stream, cv2.CAP_FFMPEG, params)
+
+    def __getattr__(self, name):
+        return getattr(self._capture, name)
+
+    def isOpened(self):  # noqa: N802 - OpenCV's name
+        return self._capture is not None and self._capture.isOpened()
+
+    def release(self):
+        if self._capture is not None:
+            self._capture = None
+            self._stream.close()
+
+
+def _open(path, params):
+    """A new capture of `path`: a local file by name, a bucket object as a stream (a reopen is always a
+    new capture: see `_StreamCapture`)."""
+    if not storage.is_remote(path):
+        return cv2.VideoCapture(os.fspath(path), cv2.CAP_FFMPEG, params)
+    try:
+        stream = storage.open_read(path)
+    except OSError as error:
+        raise VideoError(path, str(error).split(f"{path}: ", 1)[-1], "unreadable") from error
+    return _StreamCapture(stream, params)
 
 
 def open_capture(path):
     """An opened FFmpeg capture, or a VideoError naming a missing, empty, unopenable or oversized file."""
     path = os.fspath(path)
     _check_file(path)
-    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, _capture_params())
+    capture = _open(path, _capture_params())
     if not capture.isOpened():
         raise VideoError(path, "OpenCV/FFmpeg cannot open it (corrupt file, unsupported container/codec, or a "
                          "playlist/concat file, which is not read)", "unreadable")
@@ -116,7 +152,7 @@ def packet_count(path):
     rounds duration × fps), so the header is not used.
     """
     _check_file(os.fspath(path))
-    capture = cv2.VideoCapture(os.fspath(path), cv2.CAP_FFMPEG, _capture_params(raw=True))
+    capture = _open(os.fspath(path), _capture_params(raw=True))
     deadline = _Deadline(path)
     try:
         count = 0
@@ -136,8 +172,12 @@ MAX_CACHED_COUNTS = 100_000  # ~25 MB of keys; then the cache starts afresh
 def cached_packet_count(path):
     """`packet_count`, remembered per file (size and modification time included) in this process, so a
     loader worker demuxes each video once rather than once per clip it reads from it."""
-    stat = os.stat(path)
-    key = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
+    if storage.is_remote(path):
+        found = storage.info(path)
+        key = (os.fspath(path), found["size"], found["version"])
+    else:
+        stat = os.stat(path)
+        key = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _COUNTS:
         if len(_COUNTS) >= MAX_CACHED_COUNTS:
             _COUNTS.clear()
@@ -191,11 +231,11 @@ def iter_frames(path, chunk):
 def read_frames(path, indices, seek_threshold=SEEK_THRESHOLD):
     """RGB uint8 frames [len(indices), H, W, 3] in the order asked; indices may repeat or be unsorted."""
     indices = _check_indices(indices)
-    capture = open_capture(path)
+    holder = [open_capture(path)]
     try:
-        return _read(capture, path, indices, seek_threshold)
+        return _read(holder, path, indices, seek_threshold)
     finally:
-        capture.release()
+        holder[0].release()
 
 
 def read_sampled_frames(path, choose_indices, seek_threshold=SEEK_THRESHOLD):
@@ -204,22 +244,22 @@ def read_sampled_frames(path, choose_indices, seek_threshold=SEEK_THRESHOLD):
     If a chosen frame does not decode (a packet that holds no picture, a corrupt tail), the indices are
     chosen again from the number of frames that did decode, where decord would fail on the file.
     """
-    capture = open_capture(path)
+    holder = [open_capture(path)]
     try:
         num_frames = cached_packet_count(path)
         if num_frames <= 0:
             num_frames = count_frames(path)
         try:
-            return _read(capture, path, _check_indices(choose_indices(num_frames)), seek_threshold)
+            return _read(holder, path, _check_indices(choose_indices(num_frames)), seek_threshold)
         except VideoError as error:
             if not error.decoded:
                 raise
             decoded = error.decoded
-        capture.release()
-        capture = open_capture(path)
-        return _read(capture, path, _check_indices(choose_indices(decoded)), seek_threshold)
+        holder[0].release()
+        holder[0] = open_capture(path)
+        return _read(holder, path, _check_indices(choose_indices(decoded)), seek_threshold)
     finally:
-        capture.release()
+        holder[0].release()
 
 
 def _check_indices(indices):
@@ -231,14 +271,16 @@ def _check_indices(indices):
     return indices
 
 
-def _read(capture, path, indices, seek_threshold):
-    """Each wanted frame is converted to RGB straight into its place in the output (no stacking copy)."""
-    out, keyframes = None, []
+def _read(holder, path, indices, seek_threshold):
+    """Each wanted frame is converted to RGB straight into its place in the output (no stacking copy).
+    `holder[0]` is the capture; a failed seek replaces it."""
+    capture, out, keyframes = holder[0], None, []
     position = 0  # index of the frame the next grab() returns
     deadline = _Deadline(path)
     for target in np.unique(indices):
         if seek_threshold and _seek_pays(position, int(target), keyframes, seek_threshold):
-            position = _seek(capture, path, position, int(target))
+            capture, position = _seek(capture, path, position, int(target))
+            holder[0] = capture
         while position <= target:
             deadline.check()
             if not capture.grab():
@@ -272,10 +314,11 @@ def _seek_pays(position, target, keyframes, seek_threshold):
 def _seek(capture, path, position, target):
     """Seek to `target`; if the backend cannot land exactly there, continue from `position` by grabbing."""
     if capture.set(cv2.CAP_PROP_POS_FRAMES, target) and int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == target:
-        return target
+        return capture, target
     capture.release()
-    if not capture.open(os.fspath(path), cv2.CAP_FFMPEG, _capture_params()):
+    capture = _open(path, _capture_params())
+    if not capture.isOpened():
         raise VideoError(path, "could not be opened again after a seek", "unreadable")
     for _ in range(position):
         capture.grab()
-    return position
+    return capture, position

@@ -11,14 +11,19 @@ SMOKE = "--config=configs/zeroshot.py:train,smoke"
 EIGHT = ["--config.train.batch_size=8", "--config.train.epochs=6", "--config.checkpoint.every_steps=3"]
 
 
-def start(workdir, *args, env=None, config=SMOKE, log=None):
+def start(workdir, *args, env=None, config=SMOKE, log=None, cwd=REPO):
+    """`cwd` other than the checkout: the config is named as a shipped one (`zeroshot:...`) and the checkout
+    is put on PYTHONPATH."""
     command = [sys.executable, "-m", "vifi_jax.main", config, f"--workdir={workdir}", *args]
-    return subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, text=True,
-                            stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {**os.environ, **(env or {})}
+    if cwd != REPO:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    return subprocess.Popen(command, cwd=cwd, env=env, text=True, stdout=log or subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
 
 
-def run_main(workdir, *overrides, env=None, wait=True, config=SMOKE):
-    process = start(workdir, *overrides, env=env, config=config)
+def run_main(workdir, *overrides, env=None, wait=True, config=SMOKE, cwd=REPO):
+    process = start(workdir, *overrides, env=env, config=config, cwd=cwd)
     if not wait:
         return process
     output, _ = process.communicate(timeout=600)
@@ -32,7 +37,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_job(workdir, count, *overrides, logs, config=SMOKE, heartbeat_timeout=100):
+def start_job(workdir, count, *overrides, logs, config=SMOKE, heartbeat_timeout=100, cwd=REPO):
     """`count` processes joined into one job on this machine (gloo collectives, a localhost coordinator),
     sharing `workdir`; process i writes its output to logs/i.log."""
     os.makedirs(logs, exist_ok=True)
@@ -42,7 +47,7 @@ def start_job(workdir, count, *overrides, logs, config=SMOKE, heartbeat_timeout=
         log = open(os.path.join(logs, f"{i}.log"), "w")
         processes.append(start(workdir, f"--coordinator_address={address}", f"--num_processes={count}",
                                f"--process_id={i}", f"--heartbeat_timeout={heartbeat_timeout}", *overrides,
-                               config=config, log=log))
+                               config=config, log=log, cwd=cwd))
     return processes
 
 
@@ -51,8 +56,8 @@ def output_of(logs, i):
         return f.read()
 
 
-def run_job(workdir, count, *overrides, logs, config=SMOKE):
-    processes = start_job(workdir, count, *overrides, logs=logs, config=config)
+def run_job(workdir, count, *overrides, logs, config=SMOKE, cwd=REPO):
+    processes = start_job(workdir, count, *overrides, logs=logs, config=config, cwd=cwd)
     for i, process in enumerate(processes):
         process.wait(timeout=600)
         assert process.returncode == 0, f"process {i}: " + output_of(logs, i)[-3000:]

@@ -11,7 +11,7 @@ import os
 
 from absl import flags
 
-from data_pipelines import cli
+from data_pipelines import cli, storage
 
 from vifi_jax.cli import experiment
 from vifi_jax.cli import flags as cli_flags
@@ -69,7 +69,7 @@ def main(argv):
               f"({m['evaluated']}/{m['videos']} videos, {m['views']} view(s))")
     if results.get("summary"):
         print("summary:", json.dumps(results["summary"]))
-    print(f"results: {os.path.join(workdir, 'results.json')}")
+    print(f"results: {storage.join(workdir, 'results.json')}")
 
 
 if __name__ == "__main__":

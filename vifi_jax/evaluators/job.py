@@ -5,8 +5,9 @@ An evaluator is built once from the config and a mesh and then `run(module, para
 several sets (mean ± std over splits, base/novel harmonic mean) or is None.
 """
 import logging
-import os
 import time
+
+from data_pipelines import storage
 
 from vifi_jax.evaluators.classification import ClassificationEvaluator
 from vifi_jax.evaluators.retrieval import RetrievalEvaluator
@@ -38,7 +39,7 @@ def run(config, workdir):
 def _evaluate(config, workdir):
     start, found = time.time(), {}
     results = {"config": config.to_dict(), "note": None, "model": None, "final": found}
-    path = os.path.join(workdir, "results.json")
+    path = storage.join(workdir, "results.json")
     try:
         workdirs.save_config(workdir, config)
         session = session_lib.from_config(config)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from data_pipelines import datasets, files
+from data_pipelines import datasets, files, storage
 from vifi_jax import tokenizer
 from vifi_jax.evaluators import scoring
 from vifi_jax.models import vifi
@@ -102,7 +102,8 @@ def caption_pairs(config):
     else:
         if not r.captions:
             raise config_checks.ConfigError("retrieval needs --config.retrieval.captions (a CSV or JSON of captions)")
-        captions_file = r.captions if os.path.isabs(r.captions) else os.path.join(config.data.splits_dir, r.captions)
+        captions_file = (r.captions if os.path.isabs(r.captions) or storage.is_remote(r.captions)
+                         else storage.join(config.data.splits_dir, r.captions))
         pairs, root = read_captions(captions_file), config.data.root
     if root is None:
         return pairs

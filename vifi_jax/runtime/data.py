@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 
-from data_pipelines import datasets, pipeline, synthetic
+from data_pipelines import datasets, pipeline, storage, synthetic
 from vifi_jax.weights import downloads
 
 
@@ -23,7 +23,9 @@ class Split:
 
 
 def _path(config, relative):
-    return relative if os.path.isabs(relative) else os.path.join(config.data.splits_dir, relative)
+    if os.path.isabs(relative) or storage.is_remote(relative):
+        return relative
+    return storage.join(config.data.splits_dir, relative)
 
 
 def demo_split(config, name, train=False):

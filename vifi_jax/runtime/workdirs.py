@@ -7,12 +7,11 @@ such field; fields that only change how the run executes may differ freely.
 """
 import contextlib
 import json
-import os
 
 import jax
 from flax import traverse_util
 
-from data_pipelines import files, outputs
+from data_pipelines import files, outputs, storage
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -28,7 +27,7 @@ RUN_NAMES = {CONFIG_FILE, "results.json", CHECKPOINTS, "tensorboard", "best", "f
 def write_json(path, obj):
     """Write a results file atomically (process 0 only): a reader never sees half of it."""
     if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        storage.makedirs(storage.dirname(path) or ".")
         files.write_json(path, obj, "results file")
 
 
@@ -38,7 +37,7 @@ def legacy_run(directory, names):
     if not set(names) <= RUN_NAMES or CONFIG_FILE not in names:
         return False
     try:
-        saved = files.read_json(os.path.join(directory, CONFIG_FILE), "saved config")
+        saved = files.read_json(storage.join(directory, CONFIG_FILE), "saved config")
     except (OSError, ValueError):
         return False
     return isinstance(saved, dict) and {"mode", "model", "data"} <= set(saved)
@@ -59,7 +58,7 @@ def lock(workdir):
 
 
 def read_saved_config(workdir):
-    path = os.path.join(workdir, CONFIG_FILE)
+    path = storage.join(workdir, CONFIG_FILE)
     return files.read_json(path, "saved config", f"delete it to start {workdir} afresh, or choose another --workdir")
 
 
@@ -88,14 +87,13 @@ def changed_fields(saved, current):
 
 
 def has_checkpoints(workdir):
-    directory = os.path.join(workdir, CHECKPOINTS)
-    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+    return any(name.isdigit() for name in storage.listdir(storage.join(workdir, CHECKPOINTS)))
 
 
 def prepare_training(workdir, config, resume_changed=False):
     """Refuse to resume another run's checkpoints in `workdir`, then save this run's config there."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if has_checkpoints(workdir) and os.path.isfile(path) and not resume_changed:
+    path = storage.join(workdir, CONFIG_FILE)
+    if has_checkpoints(workdir) and storage.exists(path) and not resume_changed:
         saved = read_saved_config(workdir)
         changed = changed_fields(saved, config.to_dict())
         if changed:
@@ -108,8 +106,8 @@ def prepare_training(workdir, config, resume_changed=False):
 
 def save_config(workdir, config):
     """Write `workdir/config.json` (process 0; the directory is created)."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CONFIG_FILE)
+    storage.makedirs(workdir)
+    path = storage.join(workdir, CONFIG_FILE)
     if jax.process_index() == 0:
         with files.atomic_write(path, "saved config") as f:
             f.write(config.to_json_best_effort(indent=1))

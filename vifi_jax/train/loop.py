@@ -6,7 +6,6 @@ the step they agree on through JAX's preemption service).
 """
 import dataclasses
 import logging
-import os
 import signal
 import sys
 
@@ -14,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines import cli, files, pipeline, transforms
+from data_pipelines import cli, files, pipeline, storage, transforms
 from vifi_jax.evaluators import job
 from vifi_jax.models import flops
 from vifi_jax.runtime import config_checks, data, encoder, sharding, workdirs
@@ -56,7 +55,7 @@ def _summary_writer(workdir):
     finally:
         if hidden:
             del sys.modules["torch"]
-    return SummaryWriter(os.path.join(workdir, "tensorboard"))
+    return SummaryWriter(storage.join(workdir, "tensorboard"))  # gs://: whole-file uploads on each flush
 
 
 @dataclasses.dataclass
@@ -109,7 +108,7 @@ def _setup_and_train(config, workdir):
     log.info("training %s parameters (%s mode) on %d videos, %d classes; %d updates of %d x %d clips",
              f"{sum(x.size for x in jax.tree.leaves(state['trainable'])):,}", t.use, len(train.source),
              len(train.class_names), plan.total_updates, t.accumulation_steps, t.batch_size)
-    ckpt = checkpoint.manager(os.path.abspath(os.path.join(workdir, workdirs.CHECKPOINTS)),
+    ckpt = checkpoint.manager(storage.absolute(storage.join(workdir, workdirs.CHECKPOINTS)),
                               config.checkpoint.every_steps, config.checkpoint.keep, config.checkpoint.async_save)
     results = {"config": config.to_dict(), "note": session.note, "model": session.weights, "history": [],
                "evaluations": {}}
@@ -118,7 +117,7 @@ def _setup_and_train(config, workdir):
         start_update = ckpt.latest_step()
         state = checkpoint.restore(ckpt, start_update, state)
         log.info("resumed from checkpoint at update %d", start_update)
-        _resume_results(results, os.path.join(workdir, "results.json"), start_update)
+        _resume_results(results, storage.join(workdir, "results.json"), start_update)
     try:
         return _train(config, workdir, session, train, plan, optimizer, lr_fn, state, ckpt, results, start_update)
     except BaseException:
@@ -137,7 +136,7 @@ def _train(config, workdir, session, train, plan, optimizer, lr_fn, state, ckpt,
     """The updates from `start_update` on, the evaluations and saves between them, and the final evaluation."""
     t, mesh, module = config.train, session.mesh, session.module
     process = (jax.process_index(), jax.process_count())
-    results_path = os.path.join(workdir, "results.json")
+    results_path = storage.join(workdir, "results.json")
     ids = session.class_token_ids(train.class_names)
     # Image-only training: the text side is constant, so its features are computed once, not every step.
     text = encoder.Encoder(module, _params(state)).text_features(ids) if t.use == "image" else jnp.asarray(ids)
@@ -202,7 +201,7 @@ def _train(config, workdir, session, train, plan, optimizer, lr_fn, state, ckpt,
         _final_evaluation(config, workdir, session, evaluator, state, results, writer)
         results["bad_videos"] = bad.summary()
         if process[0] == 0:
-            bad.write(os.path.join(workdir, "bad_videos.json"))
+            bad.write(storage.join(workdir, "bad_videos.json"))
         log.info("unreadable training videos: %d of %d (%s), listed in bad_videos.json", results["bad_videos"]["count"],
                  results["bad_videos"]["dataset_size"], results["bad_videos"]["by_reason"] or "none")
         workdirs.write_json(results_path, results)
@@ -217,7 +216,7 @@ def _train(config, workdir, session, train, plan, optimizer, lr_fn, state, ckpt,
 
 def _resume_results(results, results_path, start_update):
     """Keep the history, evaluations and best of the run being resumed, up to its checkpoint."""
-    if not os.path.exists(results_path):
+    if not storage.exists(results_path):
         return
     previous = files.read_json(results_path, "results file of the run being resumed",
                                "delete it to resume without the earlier history")
@@ -270,13 +269,13 @@ def _evaluate_during_training(config, workdir, session, evaluator, state, step, 
         raise ValueError(f"eval.best_set={best_set!r} is not one of the evaluation sets {sorted(found)}")
     if found[best_set]["top1"] > results.get("best", {}).get("top1", -1.0):
         results["best"] = {"top1": found[best_set]["top1"], "step": step, "set": best_set}
-        model_dir.save(os.path.join(workdir, "best"), session.model_config, sharding.to_host(params))
+        model_dir.save(storage.join(workdir, "best"), session.model_config, sharding.to_host(params))
 
 
 def _final_evaluation(config, workdir, session, evaluator, state, results, writer):
     """Export `final/` and evaluate with the final views (the last epoch's evaluation, when the views agree)."""
     params = _params(state)
-    model_dir.save(os.path.join(workdir, "final"), session.model_config, sharding.to_host(params))
+    model_dir.save(storage.join(workdir, "final"), session.model_config, sharding.to_host(params))
     last = results["evaluations"].get(f"step_{int(state['step'])}")
     e = config.eval
     if not (last and (e.final_num_clips, e.final_num_crops) == (e.num_clips, e.num_crops)):

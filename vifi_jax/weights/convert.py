@@ -12,7 +12,7 @@ import re
 import numpy as np
 from flax import traverse_util
 
-from data_pipelines import outputs
+from data_pipelines import outputs, storage
 from vifi_jax.weights import downloads, model_dir, safetensors_file, torch_files
 from vifi_jax.models import clip, vifi
 
@@ -279,11 +279,11 @@ def read(source, clip_weights=None):
     source = os.fspath(source)
     if source.startswith("openai:"):
         source = downloads.openai_weights(source[len("openai:"):])
-    if os.path.isdir(source):
+    if storage.isdir(source):
         config, params = model_dir.load(source)
         check_values(traverse_util.flatten_dict(params, sep="/"), source)
         return config, params
-    if not os.path.lexists(source):
+    if not storage.exists(source):
         raise FileNotFoundError(f"checkpoint {source} does not exist (give a file, a vifi_jax directory "
                                 f"or one of {', '.join('openai:' + n for n in downloads.OPENAI_MODELS)})")
     state, layout = read_state_dict(source)

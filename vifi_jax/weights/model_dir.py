@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from data_pipelines import files, outputs
+from data_pipelines import files, outputs, storage
 from vifi_jax.models import clip, vifi
 
 CONFIG_FILE = "config.json"
@@ -25,29 +25,34 @@ class ModelDirError(ValueError):
 
 
 def is_model_dir(directory):
+    if storage.is_remote(directory):
+        return storage.exists(storage.join(directory, CONFIG_FILE)) and storage.isdir(storage.join(directory, PARAMS_DIR))
     return os.path.isfile(os.path.join(directory, CONFIG_FILE)) and os.path.isdir(os.path.join(directory, PARAMS_DIR))
 
 
 def write(directory, config, params):
     """Write `config` and `params` into the new or empty `directory` (no swap; see `save`).
 
-    With several JAX processes every process calls this (Orbax coordinates); process 0 writes the config.
+    With several JAX processes every process calls this (Orbax coordinates); process 0 writes the config,
+    last: a directory with a config.json holds a whole model.
     """
-    directory = os.path.abspath(os.fspath(directory))
+    directory = storage.absolute(directory)
     params = jax.tree.map(np.asarray, params)
     files.check_room(directory, sum(x.nbytes for x in jax.tree.leaves(params)), "the model's parameters")
-    os.makedirs(directory, exist_ok=True)
+    storage.makedirs(directory)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.join(directory, PARAMS_DIR), params, force=True)
+        checkpointer.save(storage.join(directory, PARAMS_DIR), params, force=True)
     if jax.process_index() == 0:
-        with files.atomic_write(os.path.join(directory, CONFIG_FILE), "model config") as f:
+        with files.atomic_write(storage.join(directory, CONFIG_FILE), "model config") as f:
             json.dump(config, f, indent=2, sort_keys=True)
 
 
 def save(directory, config, params):
     """Write a model at `directory`: into `<directory>.partial` first, then swapped in whole, so a kill at
     any moment leaves the old model or the new one. Only a vifi_jax model (or an empty directory) there is
-    ever replaced."""
+    ever replaced. In a bucket, which has no rename, see `_save_in_bucket`."""
+    if storage.is_remote(directory):
+        return _save_in_bucket(os.fspath(directory), config, params)
     directory = os.path.abspath(os.fspath(directory))
     if os.path.lexists(directory) and not is_model_dir(directory) and not (
             os.path.isdir(directory) and not os.path.islink(directory) and not os.listdir(directory)):
@@ -65,6 +70,24 @@ def save(directory, config, params):
         raise
     if jax.process_index() == 0:
         outputs.swap_in(staging, directory)
+    _sync("vifi_jax.model_dir: the model is in place")
+
+
+def _save_in_bucket(directory, config, params):
+    """Replace a model in a bucket: its config.json goes first, then its params, then the new params are
+    written and the new config.json last. A writer stopped on the way leaves a directory without config.json,
+    which no loader takes for a model (`read_config` says so) and the next save replaces; the run's
+    checkpoints, from which it resumes, are elsewhere and untouched."""
+    names = set(storage.listdir(directory))
+    if names - {CONFIG_FILE, PARAMS_DIR}:
+        raise ModelDirError(f"{directory} holds {', '.join(sorted(names - {CONFIG_FILE, PARAMS_DIR}))}, which a "
+                            "vifi_jax model does not; it is left as it is: move them away to let the run write its "
+                            "model there")
+    if jax.process_index() == 0:
+        outputs.remove(storage.join(directory, CONFIG_FILE))
+        outputs.remove(storage.join(directory, PARAMS_DIR))
+    _sync("vifi_jax.model_dir: the old model is gone")
+    write(directory, config, params)
     _sync("vifi_jax.model_dir: the model is in place")
 
 
@@ -86,8 +109,8 @@ def _refuse_links(directory):
 
 def read_config(directory):
     """The model fields of a model directory, checked (`clip.check_fields`)."""
-    path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.lexists(path):
+    path = storage.join(directory, CONFIG_FILE)
+    if not storage.exists(path):
         raise FileNotFoundError(f"{directory} is not a vifi_jax model directory (no {CONFIG_FILE}); "
                                 "convert PyTorch weights with `python -m vifi_jax.convert SRC DIR`")
     config = files.read_json(path, "model config", "convert the weights again", MAX_CONFIG_BYTES)
@@ -105,13 +128,14 @@ def _stored_shapes(params_dir):
 
 def load(directory):
     """(config, params as nested numpy fp32 arrays) from a directory written by `save`."""
-    directory = os.path.abspath(os.fspath(directory))
-    if os.path.islink(directory.rstrip(os.sep)):
-        directory = os.path.realpath(directory)  # the directory itself may be a link; nothing inside it may
-    _refuse_links(directory)
+    directory = storage.absolute(directory)
+    if not storage.is_remote(directory):
+        if os.path.islink(directory.rstrip(os.sep)):
+            directory = os.path.realpath(directory)  # the directory itself may be a link; nothing inside it may
+        _refuse_links(directory)
     config = read_config(directory)
-    params_dir = os.path.join(directory, PARAMS_DIR)
-    if not os.path.isdir(params_dir):
+    params_dir = storage.join(directory, PARAMS_DIR)
+    if not storage.isdir(params_dir):
         raise ModelDirError(f"{directory} has a {CONFIG_FILE} but no {PARAMS_DIR}/ directory")
     expected = vifi.parameter_shapes(config)
     try:

