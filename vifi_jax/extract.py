@@ -23,14 +23,13 @@ stopped (DIR/settings.json records the settings, which `search` also uses, and a
 refused). With several JAX processes each extracts every P-th input and process 0 writes the manifest.
 """
 import logging
-import os
 import sys
 
 import cv2
 import numpy as np
 from absl import app, flags
 
-from data_pipelines import cli, datasets, sampling, transforms, video
+from data_pipelines import cli, datasets, sampling, storage, transforms, video
 from vifi_jax import features
 from vifi_jax.cli import flags as cli_flags
 
@@ -203,7 +202,7 @@ def main(argv):
                       FLAGS.dtype, FLAGS.shard_size, texts, labels, FLAGS.batch_size,
                       {"weights": FLAGS.weights, "clip_weights": FLAGS.clip_weights})
     failed = sum("error" in e for e in entries)
-    print(f"wrote {len(entries) - failed} of {len(entries)} to {os.path.join(FLAGS.out, features.MANIFEST)}"
+    print(f"wrote {len(entries) - failed} of {len(entries)} to {storage.join(FLAGS.out, features.MANIFEST)}"
           + (f"; {failed} could not be read (their errors are in the manifest)" if failed else ""))
     if failed:
         sys.exit(1)

@@ -14,12 +14,11 @@ is wrong.
 """
 import dataclasses
 import json
-import os
 import re
 
 import numpy as np
 
-from data_pipelines import files, outputs
+from data_pipelines import files, outputs, storage
 
 MANIFEST = "manifest.jsonl"
 SETTINGS = "settings.json"
@@ -36,12 +35,12 @@ def shard_name(process, index):
 
 
 def _partial(out, process):
-    return os.path.join(out, f"manifest-p{process}.partial.jsonl")
+    return storage.join(out, f"manifest-p{process}.partial.jsonl")
 
 
 def read_settings(directory):
-    path = os.path.join(directory, SETTINGS)
-    if not os.path.lexists(path):
+    path = storage.join(directory, SETTINGS)
+    if not storage.exists(path):
         raise FeatureStoreError(f"{directory} has no {SETTINGS}: not a feature directory written by "
                                 "`python -m vifi_jax.extract`")
     settings = files.read_json(path, "feature store settings", "export the features again into a new --out")
@@ -74,7 +73,7 @@ def claim(out):
 
 def _entries_of(path):
     """The entries of a partial manifest; a line cut by a kill ends it (it and what follows are redone)."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return []
     entries = []
     with files.open_text(path, "partial manifest") as f:
@@ -107,24 +106,35 @@ class Writer:
         self.shard_size = settings["shard_size"]
         self.mine = list(range(self.process, len(inputs), self.count))
         entries = self._finished_entries()
-        missing = [i for i, e in enumerate(entries) if "file" in e and not os.path.exists(os.path.join(out, e["file"]))]
+        missing = [i for i, e in enumerate(entries) if "file" in e and not storage.exists(storage.join(out, e["file"]))]
         kept = missing[0] if missing else len(entries)
         self.done = entries[:kept // self.shard_size * self.shard_size]
         if any(e.get(key) != inputs[i] for e, i in zip(self.done, self.mine)):
             raise FeatureStoreError(f"{out} holds features of other inputs; use another --out")
-        with open(_partial(out, self.process), "w") as f:
-            f.writelines(json.dumps(e) + "\n" for e in self.done)
+        self._lines = [json.dumps(e) + "\n" for e in self.done]
+        self._write_partial(self._lines, "w")
+
+    def _write_partial(self, lines, mode):
+        """The partial manifest, rewritten ("w") or added to ("a"). A bucket has no append: the whole object
+        is uploaded again, in one request, so a kill leaves the previous version or this one."""
+        path = _partial(self.out, self.process)
+        if storage.is_remote(path):
+            with files.atomic_write(path, "partial manifest") as f:
+                f.writelines(self._lines)
+            return
+        with open(path, mode) as f:
+            f.writelines(lines)
 
     def _finished_entries(self):
         """This process's entries from its partial manifest, or (an export that finished) from the manifest."""
-        partial, manifest = _partial(self.out, self.process), os.path.join(self.out, MANIFEST)
-        if os.path.exists(partial) or not os.path.exists(manifest):
+        partial, manifest = _partial(self.out, self.process), storage.join(self.out, MANIFEST)
+        if storage.exists(partial) or not storage.exists(manifest):
             return _entries_of(partial)
         return _entries_of(manifest)[self.process::self.count]
 
     def _check_settings(self, settings):
-        path = os.path.join(self.out, SETTINGS)
-        if os.path.exists(path):
+        path = storage.join(self.out, SETTINGS)
+        if storage.exists(path):
             saved = read_settings(self.out)
             changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
             if changed:
@@ -146,10 +156,11 @@ class Writer:
             if "rows" in entry:
                 entry["file"] = name
         if rows:
-            with files.atomic_write(os.path.join(self.out, name), "feature shard", "wb") as f:
+            with files.atomic_write(storage.join(self.out, name), "feature shard", "wb") as f:
                 np.save(f, np.concatenate(rows).astype(dtype))
-        with open(_partial(self.out, self.process), "a") as f:
-            f.writelines(json.dumps(e) + "\n" for e in entries)
+        lines = [json.dumps(e) + "\n" for e in entries]
+        self._lines += lines
+        self._write_partial(lines, "a")
 
     def finish(self, total):
         """Merge every process's entries into manifest.jsonl (process 0) in input order; returns them."""
@@ -159,11 +170,11 @@ class Writer:
         parts = [_entries_of(_partial(self.out, p)) for p in range(self.count)]
         entries = [parts[i % self.count][i // self.count] for i in range(total)]
         if self.process == 0:
-            with files.atomic_write(os.path.join(self.out, MANIFEST), "manifest") as f:
+            with files.atomic_write(storage.join(self.out, MANIFEST), "manifest") as f:
                 f.writelines(json.dumps(e) + "\n" for e in entries)
         if self.count > 1:
             multihost_utils.sync_global_devices("vifi_jax.features: the manifest is written")
-        os.remove(_partial(self.out, self.process))
+        outputs.remove(_partial(self.out, self.process))
         return entries
 
 
@@ -185,8 +196,8 @@ def read(directory, level=None):
     if level and settings.get("level") != level:
         raise FeatureStoreError(f"{directory} holds {settings.get('level')}-level features; this needs "
                                 f"--level={level} features (python -m vifi_jax.extract --level={level})")
-    path = os.path.join(directory, MANIFEST)
-    if not os.path.lexists(path):
+    path = storage.join(directory, MANIFEST)
+    if not storage.exists(path):
         raise FeatureStoreError(f"{directory} has no {MANIFEST}: export features first with "
                                 "`python -m vifi_jax.extract --out=DIR VIDEO...` (or finish the export)")
     entries, shards, blocks = [], {}, []

@@ -12,7 +12,7 @@ import re
 import numpy as np
 from flax import traverse_util
 
-from data_pipelines import outputs, storage
+from data_pipelines import files, outputs, storage
 from vifi_jax.weights import downloads, model_dir, safetensors_file, torch_files
 from vifi_jax.models import clip, vifi
 
@@ -286,7 +286,8 @@ def read(source, clip_weights=None):
     if not storage.exists(source):
         raise FileNotFoundError(f"checkpoint {source} does not exist (give a file, a vifi_jax directory "
                                 f"or one of {', '.join('openai:' + n for n in downloads.OPENAI_MODELS)})")
-    state, layout = read_state_dict(source)
+    with storage.local_copy(source) as local:  # a bucket's file is read from a temporary copy
+        state, layout = read_state_dict(local)
     if "token_embedding.weight" not in state:
         if clip_weights is None:
             raise ConversionError(
@@ -323,6 +324,8 @@ def write_pytorch(params, path, layout="vifi", dtype=np.float32):
 
 
 TORCH_SUFFIXES = (".pth", ".pt")
+VIFI_LAYOUT_NOTE = (" in the ViFi-CLIP layout, without the token embedding (as official checkpoints): read it back "
+                    "with --clip_weights / clip_weights= naming the OpenAI weights")
 FILE_SUFFIXES = TORCH_SUFFIXES + (".safetensors",)
 
 
@@ -333,6 +336,8 @@ def check_destination(dst, overwrite=False):
     if suffix and suffix not in FILE_SUFFIXES:
         raise ConversionError(f"{dst}: unknown destination type {suffix!r}; write a {'/'.join(FILE_SUFFIXES)} file "
                               "or a vifi_jax model directory (a path without a suffix)")
+    if storage.is_remote(dst):
+        return _check_bucket_destination(dst, suffix, overwrite)
     if not os.path.lexists(dst):
         return
     if suffix:
@@ -344,6 +349,23 @@ def check_destination(dst, overwrite=False):
         if not overwrite:
             raise ConversionError(f"{dst} holds a vifi_jax model; pass --overwrite to replace it")
     elif not os.path.isdir(dst) or os.listdir(dst):
+        raise ConversionError(f"{dst} exists and is not a vifi_jax model directory; choose another destination "
+                              "(nothing there is replaced, even with --overwrite)")
+
+
+def _check_bucket_destination(dst, suffix, overwrite):
+    problem = files.regular_file_problem(dst)
+    if problem and problem.startswith("does not exist") and not storage.listdir(dst):
+        return
+    if suffix:
+        if problem:
+            raise ConversionError(f"{dst} exists and is not a file; choose another destination")
+        if not overwrite:
+            raise ConversionError(f"{dst} exists; pass --overwrite to replace it")
+    elif model_dir.is_model_dir(dst):
+        if not overwrite:
+            raise ConversionError(f"{dst} holds a vifi_jax model; pass --overwrite to replace it")
+    else:
         raise ConversionError(f"{dst} exists and is not a vifi_jax model directory; choose another destination "
                               "(nothing there is replaced, even with --overwrite)")
 
@@ -364,13 +386,14 @@ def convert(src, dst, clip_weights=None, layout="vifi", dtype="float32", overwri
     check_destination(dst, overwrite)
     outputs.clean_leftovers(dst)
     config, params = read(src, clip_weights)
+    if storage.is_remote(dst):
+        return _convert_to_bucket(config, params, dst, layout, dtype)
     staging = outputs.partial_name(dst)
     note = ""
     try:
         if dst.endswith(TORCH_SUFFIXES):
             written = write_pytorch(params, staging, layout, np.dtype(dtype))
-            note = (" in the ViFi-CLIP layout, without the token embedding (as official checkpoints): read it back "
-                    "with --clip_weights / clip_weights= naming the OpenAI weights") if layout == "vifi" else ""
+            note = VIFI_LAYOUT_NOTE if layout == "vifi" else ""
         elif dst.endswith(".safetensors"):
             written = write_safetensors(params, staging, np.dtype(dtype))
         else:
@@ -380,4 +403,22 @@ def convert(src, dst, clip_weights=None, layout="vifi", dtype="float32", overwri
     except BaseException:
         outputs.remove_settled(staging)
         raise
+    return f"wrote {dst}: {written:,} parameters{note}"
+
+
+def _convert_to_bucket(config, params, dst, layout, dtype):
+    """A file is written locally to a temporary name and uploaded whole (an object appears only complete); a
+    model directory is written by `model_dir.save`, config.json last."""
+    if not dst.endswith(FILE_SUFFIXES):
+        model_dir.save(dst, config, params)
+        return f"wrote {dst}: {sum(np.size(v) for v in traverse_util.flatten_dict(params, sep='/').values()):,} parameters"
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="vifi_jax-convert-") as folder:
+        local = os.path.join(folder, os.path.basename(dst))
+        if dst.endswith(TORCH_SUFFIXES):
+            written = write_pytorch(params, local, layout, np.dtype(dtype))
+        else:
+            written = write_safetensors(params, local, np.dtype(dtype))
+        storage.upload(local, dst)
+    note = VIFI_LAYOUT_NOTE if dst.endswith(TORCH_SUFFIXES) and layout == "vifi" else ""
     return f"wrote {dst}: {written:,} parameters{note}"
