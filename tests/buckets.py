@@ -23,6 +23,13 @@ def _binary():
     return str((wanted or found)[0])
 
 
+def _die_with_parent():
+    """The server ends with the test process, even one that crashed before its teardown (Linux prctl)."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,7 +50,7 @@ class Emulator:
         self.process = subprocess.Popen(
             [_binary(), "-scheme", "http", "-backend", "filesystem", "-filesystem-root", self.root, "-host",
              "127.0.0.1", "-port", str(self.port), "-public-host", f"127.0.0.1:{self.port}", "-log-level", "error"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 30
         while True:
             try:
