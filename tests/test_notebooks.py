@@ -7,6 +7,7 @@ import os
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from conftest import xla_flags_with_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "notebooks", "*.ipynb")))
@@ -31,7 +32,7 @@ def test_notebook_runs(path, devices, tmp_path, monkeypatch):
     monkeypatch.setenv("VIFI_JAX_OFFLINE", "1")
     monkeypatch.setenv("PYTHONPATH", REPO)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count={devices}")
+    monkeypatch.setenv("XLA_FLAGS", xla_flags_with_devices(devices))
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()  # raises on any failing cell

@@ -13,6 +13,7 @@ from configs import zeroshot
 from runs import EIGHT, losses, run_main
 from vifi_jax.evaluators import job
 from vifi_jax.train import loop
+from conftest import xla_flags_with_devices
 
 def test_tiny_clip_learns_the_synthetic_task_through_the_pipeline(tmp_path):
     c = zeroshot.get_config("train,smoke")
@@ -76,7 +77,7 @@ def test_killed_run_resumes_with_identical_losses(tmp_path, one_device):
 
 
 def test_eight_devices_follow_the_single_device_losses(tmp_path, one_device):
-    run_main(tmp_path, *EIGHT, "--config.mesh.data=8", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    run_main(tmp_path, *EIGHT, "--config.mesh.data=8", env={"XLA_FLAGS": xla_flags_with_devices(8)})
     one, eight = one_device[1], losses(tmp_path)
     assert len(one) == 6
     np.testing.assert_allclose(eight, one, rtol=2e-4)
@@ -86,7 +87,7 @@ def test_a_one_device_checkpoint_resumes_on_eight_devices_with_fsdp(tmp_path, on
     shutil.copytree(one_device[0], tmp_path, dirs_exist_ok=True)
     shutil.rmtree(tmp_path / "checkpoints" / "6")  # as if the one-device run had stopped after update 3
     output = run_main(tmp_path, *EIGHT, "--config.mesh.data=2", "--config.mesh.fsdp=4",
-                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+                      env={"XLA_FLAGS": xla_flags_with_devices(8)})
     assert "resumed from checkpoint at update 3" in output and "8 device(s)" in output
     np.testing.assert_allclose(losses(tmp_path), one_device[1], rtol=2e-4)
 

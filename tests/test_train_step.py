@@ -12,7 +12,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from conftest import relative_error
+from conftest import relative_error, xla_flags_with_devices
 from configs import zeroshot
 from data_pipelines import datasets, pipeline, synthetic, transforms
 from vifi_jax import api
@@ -147,7 +147,7 @@ def test_augmentation_and_blending_stay_on_each_device():
     """Four devices, two mixing groups each: the compiled step's only collective is the gradient's
     all-reduce (a global permutation all-gathered the batch), and the per-device inputs equal the whole
     batch's, so results do not depend on the device count."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags_with_devices(4), JAX_PLATFORMS="cpu")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", SHARDED_STEP], cwd=root, env=dict(env, PYTHONPATH=root),
                          capture_output=True, text=True, timeout=600)
