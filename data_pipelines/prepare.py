@@ -8,7 +8,8 @@ transforms resize to anyway) and JPEG-encoded; training then decodes only the T 
 instead of the whole video stream. Read it back with `TfdsSource(name, split, data_dir)`; TSN sampling
 sees the same frame count as the video (unless --max_frames subsamples). Needs the TFDS extra
 (tensorflow-datasets, and tensorflow-cpu to write). Videos that cannot be read are skipped and listed
-in `<data_dir>/<name>/<split>.bad_videos.json`.
+in `<data_dir>/<name>/<split>.bad_videos.json`. `python -m data_pipelines.prepare_beam` writes the same dataset
+with Apache Beam (many machines, resumable per shard).
 """
 import collections
 import io
@@ -77,6 +78,25 @@ def encode_video(path, short_side=256, jpeg_quality=90, max_frames=0):
     return encoded
 
 
+def dataset_features(class_names):
+    """The TFDS features of a prepared dataset (shared with prepare_beam, which must write the same records)."""
+    import tensorflow_datasets as tfds
+    return tfds.features.FeaturesDict({
+        "video": tfds.features.Video(shape=(None, None, None, 3), encoding_format="jpeg"),
+        "label": tfds.features.ClassLabel(names=class_names),
+        "path": tfds.features.Text(),
+    })
+
+
+def example(frames, label, path, root):
+    """One video's example: its JPEG frames, label and path relative to `root` (what TfdsSource.name shows)."""
+    return {"video": [io.BytesIO(f) for f in frames], "label": label, "path": os.path.relpath(path, root or ".")}
+
+
+def description(list_file, short_side, jpeg_quality):
+    return f"Frames of {list_file} at short side {short_side}, JPEG quality {jpeg_quality}."
+
+
 def _encode(job):
     index, path, options = job
     try:
@@ -96,6 +116,9 @@ def _bounded_imap(pool, function, jobs, in_flight):
         yield pending.popleft().get()
 
 
+UNCOMPRESSED = "group_size:1,uncompressed"  # ArrayRecord writer options of the stored shards (TFDS's are "group_size:1")
+
+
 def store_uncompressed(data_dir, name, version, split):
     """Rewrite the split's ArrayRecord shards without compression (TFDS always writes zstd:3): JPEG bytes
     barely compress, and a training read then costs a copy instead of decompressing the whole video's frames
@@ -108,7 +131,7 @@ def store_uncompressed(data_dir, name, version, split):
             continue
         path, staging = os.path.join(directory, file_name), os.path.join(directory, f".{file_name}.uncompressed")
         reader = array_record_module.ArrayRecordReader(path)
-        writer = array_record_module.ArrayRecordWriter(staging, "group_size:1,uncompressed")
+        writer = array_record_module.ArrayRecordWriter(staging, UNCOMPRESSED)
         try:
             for i in range(reader.num_records()):
                 writer.write(reader.read([i])[0])
@@ -129,11 +152,7 @@ def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", sho
 
     class_names = datasets.read_labels(labels)
     parsed = datasets.read_list_file(list_file, root, num_classes=len(class_names))
-    features = tfds.features.FeaturesDict({
-        "video": tfds.features.Video(shape=(None, None, None, 3), encoding_format="jpeg"),
-        "label": tfds.features.ClassLabel(names=class_names),
-        "path": tfds.features.Text(),
-    })
+    features = dataset_features(class_names)
     options = dict(short_side=short_side, jpeg_quality=jpeg_quality, max_frames=max_frames)
     jobs = [(i, p, options) for i, p in enumerate(parsed.paths)]
     bad, start = [], time.time()
@@ -145,8 +164,7 @@ def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", sho
                     bad.append({"file": parsed.paths[index], "reason": error})
                     log.warning("skipping %s: %s", parsed.paths[index], error)
                 else:
-                    yield index, {"video": [io.BytesIO(f) for f in frames], "label": parsed.labels[index],
-                                  "path": os.path.relpath(parsed.paths[index], root or ".")}
+                    yield index, example(frames, parsed.labels[index], parsed.paths[index], root)
                 bar.update(1)
 
     workers = workers or os.cpu_count()
@@ -155,7 +173,7 @@ def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", sho
             name=name, version=version, features=features, config=None, data_dir=data_dir,
             split_datasets={split: examples(_bounded_imap(pool, _encode, jobs, 2 * workers))},
             file_format="array_record",
-            description=f"Frames of {list_file} at short side {short_side}, JPEG quality {jpeg_quality}.")
+            description=description(list_file, short_side, jpeg_quality))
     if not zstd:
         store_uncompressed(data_dir, name, version, split)
     report = {"videos": len(jobs) - len(bad), "bad": bad, "seconds": time.time() - start}
