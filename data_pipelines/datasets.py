@@ -155,6 +155,11 @@ class TfdsSource:
     """
 
     def __init__(self, name, split, data_dir=None, video_key="video", label_key="label"):
+        if data_dir and storage.is_remote(data_dir):
+            # Seen against a GCS emulator: the metadata reads, then ArrayRecord's reads of gs:// never return.
+            raise DatasetError(f"a prepared TFDS dataset is read from local disk only; {data_dir} is a bucket. Copy "
+                               f"it to local disk first (gcloud storage cp -r {data_dir}/{name} /data/tfds/), or use "
+                               "data.source=files with the videos in the bucket")
         try:
             import tensorflow_datasets as tfds
         except ImportError as error:

@@ -67,6 +67,11 @@ def test_errors_name_the_path_and_the_cause(bucket):
     assert caught.value.kind == "missing"
 
 
+def test_a_prepared_dataset_in_a_bucket_is_refused_with_the_way_round_it():
+    with pytest.raises(datasets.DatasetError, match=r"local disk only; gs://b/tfds is a bucket. Copy it"):
+        datasets.TfdsSource("k400_frames", "train", "gs://b/tfds")
+
+
 def test_a_run_directory_in_a_bucket_is_claimed_and_locked(bucket):
     outputs.claim(f"{bucket}/run", "run", "--workdir")
     assert outputs.is_claimed(f"{bucket}/run", "run")
