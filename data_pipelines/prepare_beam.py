@@ -25,8 +25,8 @@ Resumed per shard: a shard is written under a temporary name, renamed when compl
 `<version>/.<split>.beam/SSSSS.json` is written; a rerun decodes only shards without a marker. With every
 marker there, bad_videos.json and then dataset_info.json are written and the markers removed; a split with
 a dataset_info.json is finished and a rerun does nothing. An unreadable video is listed, never fatal.
-`list_file` and `labels_file` are read by the launcher; `root` may be a bucket (videos are read through
-`data_pipelines.storage`, untested here with Beam); writing `data_dir` to a bucket has not been run.
+`list_file` and `labels_file` are read by the launcher; `root` and `data_dir` may be buckets (a bucket video
+is copied to a local temporary file through etils.epath); checked against a GCS emulator only (gcsfs).
 """
 import contextlib
 import functools
