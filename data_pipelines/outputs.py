@@ -49,34 +49,18 @@ def claim(directory, kind, flag, legacy=None):
     `legacy(names)` may accept an unmarked directory written by an earlier version (its listing given)."""
     directory = os.fspath(directory)
     if storage.is_remote(directory):
-        return _claim_in_bucket(directory, kind, flag, legacy)
-    real = os.path.realpath(directory)
-    protected = _forbidden(real)
-    if protected:
-        raise OutputError(f"{flag}={directory} is {'the root directory' if protected == '/' else 'your home directory'}"
-                          f"{'' if real == protected else ' or holds it'}; a run writes many files there: give it a "
-                          "directory of its own")
-    marker = os.path.join(directory, MARKER)
-    if os.path.lexists(directory) and not os.path.isdir(directory):
-        raise OutputError(f"{flag}={directory} exists and is not a directory; choose another {flag}")
-    if os.path.lexists(marker):
-        found = files.read_json(marker, "vifi_jax marker", f"delete it if {directory} is yours and empty it")
-        if not isinstance(found, dict) or found.get("kind") != kind:
-            made = found.get("kind") if isinstance(found, dict) else None
-            raise OutputError(f"{flag}={directory} was made by a vifi_jax {made or 'run of another kind'}, not a "
-                              f"{kind}; choose another {flag}")
-        return directory
-    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
-    if names and not (legacy and legacy(directory, names)):
-        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-        raise OutputError(f"{flag}={directory} is not empty ({shown}) and was not made by a vifi_jax {kind}; "
-                          f"nothing there is touched: choose a new or empty {flag}")
-    os.makedirs(directory, exist_ok=True)
-    files.write_json(marker, {"kind": kind, "created": _now()}, "vifi_jax marker")
-    return directory
-
-
-def _claim_in_bucket(directory, kind, flag, legacy):
+        if files.regular_file_problem(directory) is None:
+            raise OutputError(f"{flag}={directory} exists and is an object, not a directory; choose another {flag}")
+    else:
+        real = os.path.realpath(directory)
+        protected = _forbidden(real)
+        if protected:
+            raise OutputError(f"{flag}={directory} is "
+                              f"{'the root directory' if protected == '/' else 'your home directory'}"
+                              f"{'' if real == protected else ' or holds it'}; a run writes many files there: give "
+                              "it a directory of its own")
+        if os.path.lexists(directory) and not os.path.isdir(directory):
+            raise OutputError(f"{flag}={directory} exists and is not a directory; choose another {flag}")
     marker = storage.join(directory, MARKER)
     if storage.exists(marker):
         found = files.read_json(marker, "vifi_jax marker", f"delete it if {directory} is yours and empty it")
@@ -85,14 +69,12 @@ def _claim_in_bucket(directory, kind, flag, legacy):
             raise OutputError(f"{flag}={directory} was made by a vifi_jax {made or 'run of another kind'}, not a "
                               f"{kind}; choose another {flag}")
         return directory
-    problem = files.regular_file_problem(directory)
-    if problem is None:
-        raise OutputError(f"{flag}={directory} exists and is an object, not a directory; choose another {flag}")
     names = storage.listdir(directory)
     if names and not (legacy and legacy(directory, names)):
         shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         raise OutputError(f"{flag}={directory} is not empty ({shown}) and was not made by a vifi_jax {kind}; "
                           f"nothing there is touched: choose a new or empty {flag}")
+    storage.makedirs(directory)
     files.write_json(marker, {"kind": kind, "created": _now()}, "vifi_jax marker")
     return directory
 
