@@ -336,36 +336,24 @@ def check_destination(dst, overwrite=False):
     if suffix and suffix not in FILE_SUFFIXES:
         raise ConversionError(f"{dst}: unknown destination type {suffix!r}; write a {'/'.join(FILE_SUFFIXES)} file "
                               "or a vifi_jax model directory (a path without a suffix)")
-    if storage.is_remote(dst):
-        return _check_bucket_destination(dst, suffix, overwrite)
-    if not os.path.lexists(dst):
+    if storage.is_remote(dst):  # an object is a file; a name prefix with objects under it, a directory
+        problem = files.regular_file_problem(dst)
+        absent = problem is not None and problem.startswith("does not exist") and not storage.listdir(dst)
+        not_a_file = problem is not None
+    else:
+        absent = not os.path.lexists(dst)
+        not_a_file = not os.path.isfile(dst) or os.path.islink(dst)
+    if absent:
         return
     if suffix:
-        if not os.path.isfile(dst) or os.path.islink(dst):
+        if not_a_file:
             raise ConversionError(f"{dst} exists and is not a regular file; choose another destination")
         if not overwrite:
             raise ConversionError(f"{dst} exists; pass --overwrite to replace it")
     elif model_dir.is_model_dir(dst):
         if not overwrite:
             raise ConversionError(f"{dst} holds a vifi_jax model; pass --overwrite to replace it")
-    elif not os.path.isdir(dst) or os.listdir(dst):
-        raise ConversionError(f"{dst} exists and is not a vifi_jax model directory; choose another destination "
-                              "(nothing there is replaced, even with --overwrite)")
-
-
-def _check_bucket_destination(dst, suffix, overwrite):
-    problem = files.regular_file_problem(dst)
-    if problem and problem.startswith("does not exist") and not storage.listdir(dst):
-        return
-    if suffix:
-        if problem:
-            raise ConversionError(f"{dst} exists and is not a file; choose another destination")
-        if not overwrite:
-            raise ConversionError(f"{dst} exists; pass --overwrite to replace it")
-    elif model_dir.is_model_dir(dst):
-        if not overwrite:
-            raise ConversionError(f"{dst} holds a vifi_jax model; pass --overwrite to replace it")
-    else:
+    elif not storage.isdir(dst) or storage.listdir(dst):
         raise ConversionError(f"{dst} exists and is not a vifi_jax model directory; choose another destination "
                               "(nothing there is replaced, even with --overwrite)")
 
