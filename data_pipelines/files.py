@@ -21,38 +21,46 @@ class NotARegularFileError(OSError):
 
 def regular_file_problem(path):
     """None for a regular file, else why it cannot be read as one (never opens or blocks on the path)."""
+    return regular_file_status(path)[0]
+
+
+def regular_file_status(path):
+    """(`regular_file_problem`, the size of a regular file or None), from one stat (one request in a bucket)."""
     if storage.is_remote(path):
-        return _object_problem(path)
+        return _object_status(path)
     try:
-        mode = os.stat(path).st_mode
+        found = os.stat(path)
     except FileNotFoundError:
-        return "does not exist"
+        return "does not exist", None
     except NotADirectoryError:
-        return "does not exist (a parent of it is not a directory)"
+        return "does not exist (a parent of it is not a directory)", None
     except PermissionError:
-        return "cannot be accessed (permission denied)"
+        return "cannot be accessed (permission denied)", None
     except OSError as error:
-        return f"cannot be accessed ({error.strerror or error})"
+        return f"cannot be accessed ({error.strerror or error})", None
+    mode = found.st_mode
     if stat.S_ISREG(mode):
-        return None
+        return None, found.st_size
     if stat.S_ISDIR(mode):
-        return "is a directory, not a file"
+        return "is a directory, not a file", None
     kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(
         mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
-    return f"is {kind}, not a regular file"
+    return f"is {kind}, not a regular file", None
 
 
-def _object_problem(path):
-    """`regular_file_problem` for a bucket object: every object is a regular file; a name prefix with objects
+def _object_status(path):
+    """`regular_file_status` for a bucket object: every object is a regular file; a name prefix with objects
     under it is a directory."""
     try:
         found = storage.info(path)
     except FileNotFoundError as error:
-        cause = str(storage.explain(path, error)).rpartition(": ")[2]
-        return "does not exist" + ("" if cause == "object not found" else f" ({cause})")
+        cause = storage.explain(path, error).cause
+        return "does not exist" + ("" if cause == "object not found" else f" ({cause})"), None
     except Exception as error:  # noqa: BLE001 - permission, network: said as such
-        return f"cannot be accessed ({str(storage.explain(path, error)).partition(': ')[2]})"
-    return "is a directory, not a file" if found["type"] == "directory" else None
+        return f"cannot be accessed ({storage.explain(path, error).cause})", None
+    if found["type"] == "directory":
+        return "is a directory, not a file", None
+    return None, found["size"]
 
 
 def check_regular_file(path, what="file"):
@@ -243,7 +251,7 @@ def _upload_whole(path, what, mode):
     try:
         storage.write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
     except OSError as error:
-        cause = str(error).split(f"{path}: ", 1)[-1]
+        cause = getattr(error, "cause", str(error))
         raise WriteError(getattr(error, "errno", None), f"cannot write {what} {path}: {cause}; nothing was "
                                                         "changed there") from error
 

@@ -28,7 +28,12 @@ if os.environ.get("STORAGE_EMULATOR_HOST"):
 
 
 class StorageError(OSError):
-    """A bucket path that cannot be read or written; the message names the path and the cause."""
+    """A bucket path that cannot be read or written; the message names the path and the cause (`cause`
+    alone, for messages that name the path their own way)."""
+
+    def __init__(self, code, message, cause):
+        super().__init__(code, message)
+        self.cause = cause
 
     def __str__(self):
         return self.strerror or super().__str__()
@@ -84,7 +89,7 @@ def explain(path, error, doing="read"):
         cause = "the storage service did not answer in time (network timeout); check the connection and retry"
     else:
         cause = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
-    return StorageError(getattr(error, "errno", None), f"cannot {doing} {path}: {cause}")
+    return StorageError(getattr(error, "errno", None), f"cannot {doing} {path}: {cause}", cause)
 
 
 def _call(path, doing, operation):

@@ -74,11 +74,11 @@ def _capture_params(raw=False):
 
 
 def _check_file(path):
-    problem = files.regular_file_problem(path)
+    problem, size = files.regular_file_status(path)
     if problem:
         kind = "missing" if problem.startswith("does not exist") else "not_regular"
         raise VideoError(path, f"file {problem}", kind)
-    if (storage.info(path)["size"] if storage.is_remote(path) else os.path.getsize(path)) == 0:
+    if size == 0:
         raise VideoError(path, "file is empty", "empty")
 
 
@@ -112,7 +112,7 @@ def _open(path, params):
     try:
         stream = storage.open_read(path)
     except OSError as error:
-        raise VideoError(path, str(error).split(f"{path}: ", 1)[-1], "unreadable") from error
+        raise VideoError(path, getattr(error, "cause", str(error)), "unreadable") from error
     return _StreamCapture(stream, params)
 
 
