@@ -26,9 +26,8 @@ Resumed per shard: a shard is written under a temporary name, renamed when compl
 marker there, bad_videos.json and then dataset_info.json are written and the markers removed; a split with
 a dataset_info.json is finished and a rerun does nothing. An unreadable video is listed, never fatal.
 `list_file` and `labels_file` are read by the launcher; `root` and `data_dir` may be buckets (a bucket video
-is copied to a local temporary file through etils.epath); checked against a GCS emulator only (gcsfs).
+is streamed to FFmpeg by `data_pipelines.video`); checked against a GCS emulator only (gcsfs).
 """
-import contextlib
 import functools
 import hashlib
 import json
@@ -40,7 +39,7 @@ import uuid
 
 from absl import app, flags
 
-from data_pipelines import cli, datasets, files, prepare, video
+from data_pipelines import cli, datasets, files, prepare
 
 log = logging.getLogger("data_pipelines.prepare_beam")
 
@@ -115,22 +114,6 @@ def _serializer(class_names):
     return features, example_serializer.ExampleSerializer(features.get_serialized_info())
 
 
-@contextlib.contextmanager
-def _local_copy(path):
-    """`path` itself, or for a bucket a local temporary copy (OpenCV reads local files)."""
-    if not _remote(path):
-        yield path
-        return
-    try:
-        data = _path(path).read_bytes()
-    except FileNotFoundError:
-        raise video.VideoError(path, "file does not exist", "missing") from None
-    with tempfile.NamedTemporaryFile(suffix=os.path.splitext(path)[1]) as f:
-        f.write(data)
-        f.flush()
-        yield f.name
-
-
 def _open_shard(final):
     """(path to write, commit()): a shard appears under its final name only when it is complete."""
     if _remote(final):
@@ -159,8 +142,7 @@ def write_shard(shard, plan_path, fingerprint):
             path, label = plan["paths"][index], plan["labels"][index]
             Metrics.counter(NAMESPACE, "videos").inc()
             try:
-                with _local_copy(path) as local:
-                    frames = prepare.encode_video(local, **config["options"])
+                frames = prepare.encode_video(path, **config["options"])  # a bucket video is streamed
             except Exception as error:  # one bad video must not stop the conversion; it is reported
                 Metrics.counter(NAMESPACE, "bad").inc()
                 bad.append({"index": index, "file": path, "reason": cli.describe(error)})
