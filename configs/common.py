@@ -51,6 +51,7 @@ def eval_set(list_file, labels, tfds_split=""):
 def base_config():
     c = ml_collections.ConfigDict()
     c.mode = "train"  # train | eval | zeroshot
+    c.task = "classification"  # classification (class texts) | retrieval (captions: configs/retrieval.py)
     c.seed = 1024
     c.text_mode = "auto"  # auto: prompt for models with text prompts, else template | template: "a photo of a {}."
     #                       | bare: "{}" (vanilla CLIP zero-shot) | prompt: through the learned text prompts
@@ -76,7 +77,7 @@ def base_config():
                                             width=170))))
     c.train = ml_collections.ConfigDict(dict(
         use="both",  # both | image | text | prompts: which parameters train
-        epochs=30, warmup_epochs=5, lr=8e-6, min_lr_ratio=0.01,
+        epochs=30, warmup_epochs=5.0, lr=8e-6, min_lr_ratio=0.01,  # warmup: epochs, may be a fraction
         weight_decay=1e-3, b1=0.9, b2=0.98, eps=1e-8,
         batch_size=32, accumulation_steps=1,
         reference_world_size=8,  # GPUs of the official run: iterations per epoch are counted as its loader did

@@ -46,6 +46,8 @@ class ClipSpec:
     color_jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
     flip_prob: float = 0.5
+    augment: bool = True  # training clips: TSN sampling, random crop and colour (False: the test view, as
+    #                       CLIP4Clip trains retrieval; unreadable videos are still replaced)
     augment_on: str = "host"  # AUGMENT_ON: where flip/jitter/grayscale are applied ("device": the drawn
     #                            parameters are shipped with the uncoloured crops)
 
@@ -63,18 +65,22 @@ class LoadClip(grain.transforms.Map):
     """(global position, source index) → {frames [V,T,H,W,3], label, index, valid, bad_index, bad_reason},
     plus the colour parameters (`transforms.COLOR_PARAMS`) of a training clip augmented on the device.
 
-    The random draws (frames, crops, jitter, replacements) come from a generator seeded with (seed, global
-    position), so a clip is the same whichever process reads it and however many processes there are."""
+    The random draws (frames, crops, jitter, replacements, a source's `draw_label`: a caption among a video's
+    several) come from a generator seeded with (seed, global position), so a clip is the same whichever
+    process reads it and however many processes there are."""
 
     def __init__(self, source, spec, seed=0):
         self.source, self.spec, self.seed = source, spec, seed
 
     def _views(self, index, rng):
         spec = self.spec
-        mode = "train" if spec.train else "test"
+        augmented = spec.train and spec.augment
         frames, label = self.source.load(index, lambda n: sampling.sample_frame_indices(
-            n, spec.num_frames, mode, rng, num_views=1 if spec.train else spec.num_clips))
-        if not spec.train:
+            n, spec.num_frames, "train" if augmented else "test", rng, num_views=1 if spec.train else spec.num_clips))
+        draw_label = getattr(self.source, "draw_label", None)
+        if draw_label is not None:
+            label = draw_label(index, label, rng)
+        if not augmented:
             crops = transforms.test_transform(frames, spec.size, spec.num_crops)
             return crops.reshape(spec.num_views, spec.num_frames, *crops.shape[2:]), label, {}
         frames = transforms.train_crop(frames, rng, spec.size)

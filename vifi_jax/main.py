@@ -2,7 +2,8 @@
 
 `config.mode` picks the job: "train" (fine-tune, evaluating on the way and at the end) or
 "eval" / "zeroshot" (score `model.init` on every `eval.sets` entry, with mean ± std over several sets
-and the base/novel harmonic mean where they apply). The config is logged and saved as
+and the base/novel harmonic mean where they apply); `config.task` what is scored: "classification"
+(class texts) or "retrieval" (captions; configs/retrieval.py). The config is logged and saved as
 `<workdir>/config.json`; results go to `<workdir>/results.json`.
 """
 import json

@@ -46,6 +46,13 @@ class ClassificationEvaluator:
                      out[name]["evaluated"], out[name]["videos"])
         return out
 
+    best_metric = "top1"
+
+    @staticmethod
+    def headline(found):
+        """The number the best model is kept by: one set's top-1."""
+        return found["top1"]
+
     @staticmethod
     def summary(found):
         return metrics.summarize_sets(found)

@@ -1,8 +1,9 @@
 """Evaluators behind one interface, and the evaluation job of `main`.
 
 An evaluator is built once from the config and a mesh and then `run(module, params)` any number of times
-(after each epoch during training, once for a checkpoint) -> {name: metrics}; `summary(found)` condenses
-several sets (mean ± std over splits, base/novel harmonic mean) or is None.
+(after each epoch during training, once for a checkpoint) -> {name: metrics}; `headline(metrics)` is the
+number training keeps its best model by (named `best_metric`); `summary(found)` condenses several sets
+(mean ± std over splits, base/novel harmonic mean) or is None.
 """
 import logging
 import time
@@ -19,9 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def make(config, mesh, final=True):
-    """The evaluator of `config.mode`: retrieval, or classification with the final views (`final`) or the
+    """The evaluator of `config.task`: retrieval, or classification with the final views (`final`) or the
     views used during training."""
-    if config.mode == "retrieval":
+    if config.task == "retrieval":
         return RetrievalEvaluator(config, mesh)
     e = config.eval
     clips, crops = (e.final_num_clips, e.final_num_crops) if final else (e.num_clips, e.num_crops)

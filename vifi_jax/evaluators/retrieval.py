@@ -7,15 +7,12 @@ with recalls in percent and median / mean rank (1 = first). A caption's rank is 
 videos; a video's rank is the best place among all captions of any of its captions. Ties rank
 pessimistically: every other item scored at least as high as the ground truth is counted above it.
 """
-import csv
-import io
 import logging
-import os
 import time
 
 import numpy as np
 
-from data_pipelines import datasets, files, storage
+from data_pipelines import captions, datasets, files
 from vifi_jax import tokenizer
 from vifi_jax.evaluators import scoring
 from vifi_jax.models import vifi
@@ -56,42 +53,14 @@ def metrics(similarity, caption_video):
     return {"t2v": _summary(t2v), "v2t": _summary(v2t)}
 
 
-def read_captions(path):
-    """[(video id, caption)] from a CSV with `video_id` and `caption` columns (MSR-VTT 1k-A's
-    `MSRVTT_JSFUSION_test.csv` has both, with `sentence` for the caption) or a JSON list of
-    {"video", "caption"} objects."""
-    if path.endswith(".json"):
-        rows = files.read_json(path, "captions file")
-        if not isinstance(rows, list):
-            raise datasets.DatasetError(f"captions file {path} must hold a JSON list of {{\"video\", \"caption\"}} "
-                                        f"objects, not a {type(rows).__name__}")
-        pairs = []
-        for number, row in enumerate(rows):
-            if not (isinstance(row, dict) and isinstance(row.get("video"), (str, int))
-                    and isinstance(row.get("caption"), str)):
-                raise datasets.DatasetError(f"captions file {path}, item {number}: expected an object with a "
-                                            f"\"video\" id and a \"caption\" string, got {str(row)[:80]}")
-            pairs.append((str(row["video"]), row["caption"]))
-    else:
-        reader = csv.DictReader(io.StringIO(datasets.read_text(path, "captions file"), newline=""))
-        caption_field = "caption" if "caption" in (reader.fieldnames or []) else "sentence"
-        if "video_id" not in (reader.fieldnames or []) or caption_field not in reader.fieldnames:
-            raise datasets.DatasetError(f"{path}: expected columns video_id and caption (or sentence), got "
-                                        f"{reader.fieldnames}")
-        pairs = []
-        for number, row in enumerate(reader, start=2):
-            if row["video_id"] is None or row[caption_field] is None:
-                raise datasets.DatasetError(f"{path}:{number}: a row without a video_id or caption")
-            pairs.append((row["video_id"], row[caption_field]))
-    if not pairs:
-        raise datasets.DatasetError(f"{path} lists no captions")
-    return pairs
-
-
 def _demo_pairs(config):
-    """Generated clips, each captioned by its class's description ("red square moving right")."""
+    """The first generated clip of each class, captioned by its class's description ("red square moving
+    right"): one clip per caption, so every caption has one right answer."""
     split = data.demo_split(config, "retrieval")
-    return [(split.source.paths[i], split.class_names[label]) for i, label in enumerate(split.source.labels)], None
+    first = {}
+    for i, label in enumerate(split.source.labels):
+        first.setdefault(int(label), i)
+    return [(split.source.paths[i], split.class_names[label]) for label, i in sorted(first.items())], None
 
 
 def caption_pairs(config):
@@ -102,24 +71,30 @@ def caption_pairs(config):
     else:
         if not r.captions:
             raise config_checks.ConfigError("retrieval needs --config.retrieval.captions (a CSV or JSON of captions)")
-        captions_file = (r.captions if os.path.isabs(r.captions) or storage.is_remote(r.captions)
-                         else storage.join(config.data.splits_dir, r.captions))
-        pairs, root = read_captions(captions_file), config.data.root
+        pairs, root = captions.read_pairs(data.path_of(config, r.captions)), config.data.root
     if root is None:
         return pairs
-
-    def path(video):  # under data.root (an id that leaves it is refused); as written with an empty root
-        name = video + r.video_suffix
-        return files.inside(root, name, f"video {video!r} of {r.captions}", links_may_leave=True) if root else name
-    return [(path(video), caption) for video, caption in pairs]
+    return [(data.video_path(config, video, r.captions), caption) for video, caption in pairs]
 
 
-def free_text_ids(module, texts):
-    """Token ids of free texts as the model scores them: through its learned prompts for a prompting model,
-    else as they are; a caption longer than the context is cut, as CLIP4Clip does."""
+def free_text_ids(module, texts, max_words=tokenizer.CONTEXT_LENGTH):
+    """Token ids [N, max_words] of free texts as the model scores them: through its learned prompts for a
+    prompting model, else as they are; a caption longer than `max_words` tokens (start and end included) is
+    cut and ends with the end token, as CLIP4Clip's `--max_words` cuts it."""
     if module.learned_text_prompts:
         texts = vifi.class_texts(texts, None, module.learned_text_prompts)
-    return tokenizer.tokenize(texts, truncate=True)
+    return tokenizer.tokenize(texts, context_length=max_words, truncate=True)
+
+
+def dual_softmax(similarity, axis):
+    """Dual softmax at inference (CAMoE, Cheng et al. 2021): each score times the softmax of the scores along
+    the other direction (`axis`), a prior that uses the whole test set at once. `similarity` are the model's
+    logits (exp(logit_scale)·cosine), so the softmax's temperature is the model's own."""
+    similarity = np.asarray(similarity, np.float64)
+    with np.errstate(invalid="ignore"):  # an unreadable video's column is all -inf: masked below
+        shifted = np.exp(similarity - similarity.max(axis=axis, keepdims=True))
+        prior = shifted / shifted.sum(axis=axis, keepdims=True)
+    return np.where(np.isfinite(similarity), similarity * prior, -np.inf)
 
 
 class RetrievalEvaluator:
@@ -136,7 +111,7 @@ class RetrievalEvaluator:
     def run(self, module, params, out=None):
         c, enc = self.config, encoder.Encoder(module, params)
         start = time.time()
-        text = enc.text_features(free_text_ids(module, self.captions))
+        text = enc.text_features(tokenizer.truncate(free_text_ids(module, self.captions, c.retrieval.max_words)))
         source = datasets.VideoFileSource(self.videos, [0] * len(self.videos))
         rows, _, indices, unreadable = scoring.score_views(
             enc, source, data.clip_spec(c, False), text, c.eval.batch_size, self.mesh, lambda logits: logits[:, 0],
@@ -144,9 +119,22 @@ class RetrievalEvaluator:
         similarity = np.full((len(self.captions), len(self.videos)), -np.inf)  # unreadable: -inf, found by none
         similarity[:, indices] = rows.T
         out = {} if out is None else out
-        out["retrieval"] = {**metrics(similarity, self.caption_video), "videos": len(self.videos),
-                            "captions": len(self.captions), "unreadable": unreadable, "seconds": time.time() - start}
+        found = {**metrics(similarity, self.caption_video), "videos": len(self.videos), "captions": len(self.captions),
+                 "unreadable": unreadable, "seconds": time.time() - start}
+        if c.retrieval.dual_softmax:
+            found["dual_softmax"] = {
+                "note": "dual softmax at inference (uses the whole test set's scores): not comparable to plain figures",
+                "t2v": metrics(dual_softmax(similarity, axis=0), self.caption_video)["t2v"],
+                "v2t": metrics(dual_softmax(similarity, axis=1), self.caption_video)["v2t"]}
+        out["retrieval"] = found
         return out
+
+    best_metric = "t2v_R1"
+
+    @staticmethod
+    def headline(found):
+        """The number the best model is kept by: text→video R@1 (plain, never the dual-softmax figure)."""
+        return found["t2v"]["R1"]
 
     @staticmethod
     def summary(found):

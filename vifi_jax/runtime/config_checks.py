@@ -7,7 +7,10 @@ error at start-up instead.
 import math
 
 from data_pipelines import pipeline
+from vifi_jax import tokenizer
 
+MODES = ("train", "eval", "zeroshot")
+TASKS = ("classification", "retrieval")  # what the model is scored on: class texts or captions
 TEXT_MODES = ("auto", "template", "bare", "prompt")
 USES = ("both", "image", "text", "prompts")  # train.use: which parameters fine-tuning trains (train.optim)
 SOURCES = ("files", "tfds", "demo")
@@ -55,7 +58,7 @@ def check(config):
                   "eval.final_num_clips", "eval.final_num_crops"):
         need(field, positive_int, "must be a positive integer")
     need("train.lr", lambda v: number(v) and v >= 0, "must be a finite number >= 0")
-    need("train.warmup_epochs", lambda v: type(v) is int and v >= 0, "must be an integer >= 0")
+    need("train.warmup_epochs", lambda v: number(v) and v >= 0, "must be a number >= 0 (epochs, may be a fraction)")
     need("train.weight_decay", lambda v: number(v) and v >= 0, "must be a finite number >= 0")
     need("train.min_lr_ratio", lambda v: number(v) and 0 <= v <= 1, "must be in [0, 1]")
     need("train.label_smoothing", lambda v: number(v) and 0 <= v < 1, "must be in [0, 1)")
@@ -77,7 +80,13 @@ def check(config):
     need("model.dtype", lambda v: v in DTYPES, f"must be one of {DTYPES}")
     need("mesh.fsdp", positive_int, "must be a positive integer")
     need("mesh.data", lambda v: type(v) is int and (v == -1 or v > 0), "must be -1 (all devices) or > 0")
-    need("mode", lambda v: v in ("train", "eval", "zeroshot", "retrieval"), "must be train, eval, zeroshot or retrieval")
+    need("mode", lambda v: v in MODES, f"must be one of {MODES}")
+    need("task", lambda v: v in TASKS, f"must be one of {TASKS}")
+    if config.get("task") == "retrieval":
+        need("retrieval.max_words", lambda v: type(v) is int and 3 <= v <= tokenizer.CONTEXT_LENGTH,
+             f"must be an integer in 3..{tokenizer.CONTEXT_LENGTH} (tokens per caption, start and end included)")
+        need("retrieval.every_caption", lambda v: type(v) is bool, "must be true or false")
+        need("retrieval.dual_softmax", lambda v: type(v) is bool, "must be true or false")
     for field in ("model.vision_prompts", "model.vision_prompt_depth", "model.text_prompts",
                   "model.text_prompt_depth"):
         need(field, lambda v: type(v) is int and v >= 0, "must be an integer >= 0")
@@ -89,15 +98,13 @@ def check(config):
         raise ConfigError("config: " + "; ".join(problems))
 
 
-# The config groups a job of each mode reads; the others are left out of what a run shows.
-MODE_GROUPS = {"train": None, "eval": ("model", "data", "eval", "mesh"), "zeroshot": ("model", "data", "eval", "mesh"),
-               "retrieval": ("model", "data", "eval", "mesh", "retrieval")}
+# The config groups an evaluation job reads; the others are left out of what a run shows.
+EVAL_GROUPS = ("model", "data", "eval", "mesh", "retrieval")
 
 
 def relevant(config):
     """{group or field: value} of what a job of `config.mode` reads (training reads everything)."""
     values = config.to_dict()
-    groups = MODE_GROUPS.get(values.get("mode"))
-    if groups is None:
+    if values.get("mode") == "train":
         return values
-    return {k: v for k, v in values.items() if k in groups or not isinstance(v, dict)}
+    return {k: v for k, v in values.items() if k in EVAL_GROUPS or not isinstance(v, dict)}

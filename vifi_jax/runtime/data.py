@@ -3,14 +3,15 @@
 `data.source` is "files" (official list files + label CSVs under `data.splits_dir`, videos under
 `data.root`), "tfds" (splits of a TFDS ArrayRecord dataset, e.g. one written by `python -m
 data_pipelines.prepare`: `data.tfds_train_split`, `eval.sets.<name>.tfds_split`) or "demo" (procedurally
-generated clips, written once into the cache directory).
+generated clips, written once into the cache directory). Retrieval training reads captioned videos
+(`captioned_train_split`): caption files under `data.splits_dir`, videos `data.root/<video id><suffix>`.
 """
 import dataclasses
 import hashlib
 import json
 import os
 
-from data_pipelines import datasets, pipeline, storage, synthetic
+from data_pipelines import captions, datasets, files, pipeline, storage, synthetic
 from vifi_jax.weights import downloads
 
 
@@ -22,10 +23,55 @@ class Split:
     description: str
 
 
-def _path(config, relative):
+def path_of(config, relative):
+    """A list, label or caption file named in the config: as given when absolute or a URL, else under
+    `data.splits_dir`."""
     if os.path.isabs(relative) or storage.is_remote(relative):
         return relative
     return storage.join(config.data.splits_dir, relative)
+
+
+def video_path(config, video_id, listed_in):
+    """`data.root/<video_id><retrieval.video_suffix>` (an id that leaves the root is refused, naming the file
+    that listed it); the id as written with an empty root."""
+    name = video_id + config.retrieval.video_suffix
+    root = config.data.root
+    return files.inside(root, name, f"video {video_id!r} of {listed_in}", links_may_leave=True) if root else name
+
+
+def demo_captions(name):
+    """A generated clip's captions: its class ("red square moving right") and what every frame shows ("a red
+    square"), so clips have several captions to draw from."""
+    color, shape = name.split()[:2]
+    return [name, f"a {color} {shape}"]
+
+
+def captioned_train_split(config):
+    """Split(CaptionedVideoSource, its captions, description) for retrieval training: the demo clips
+    (`demo_captions`), CLIP4Clip's MSR-VTT files (`retrieval.train_captions=MSRVTT_data.json` with
+    `retrieval.train_videos=MSRVTT_train.9k.csv`) or a captions CSV/JSON of {video, caption}."""
+    r = config.retrieval
+    if config.data.source == "demo":
+        clips = demo_split(config, "train", train=True)
+        paths = clips.source.paths
+        per_video = [demo_captions(clips.class_names[label]) for label in clips.source.labels]
+        description = "demo:train"
+    else:
+        if config.data.source != "files":
+            raise ValueError(f"retrieval training reads caption files and videos: data.source must be files or "
+                             f"demo, got {config.data.source!r}")
+        if not r.train_captions:
+            raise ValueError("retrieval training needs --config.retrieval.train_captions (MSRVTT_data.json with "
+                             "--config.retrieval.train_videos=MSRVTT_train.9k.csv, or a CSV/JSON of video, caption)")
+        if r.train_videos:
+            grouped = captions.read_msrvtt(path_of(config, r.train_captions), path_of(config, r.train_videos))
+        else:
+            grouped = captions.group(captions.read_pairs(path_of(config, r.train_captions)))
+        paths = [video_path(config, video_id, r.train_captions) for video_id, _ in grouped]
+        per_video = [texts for _, texts in grouped]
+        description = r.train_captions
+    source = captions.CaptionedVideoSource(paths, per_video, r.every_caption)
+    return Split(source, source.captions, description)
 
 
 def demo_split(config, name, train=False):
@@ -63,13 +109,13 @@ def split(config, name, list_file, labels, tfds_split, train=False):
         raise ValueError(f"{name}: data.source=files needs --config.{fields.replace(' and ', ' and --config.')} "
                          "(an official list file and label CSV, relative to --config.data.splits_dir)")
     names = _labels(config, labels, train)
-    source = datasets.VideoFileSource.from_list_file(_path(config, list_file), config.data.root, len(names),
+    source = datasets.VideoFileSource.from_list_file(path_of(config, list_file), config.data.root, len(names),
                                                      config.data.check_files)
     return Split(source, names, list_file)
 
 
 def _labels(config, labels_file, train):
-    names = datasets.read_labels(_path(config, labels_file))
+    names = datasets.read_labels(path_of(config, labels_file))
     if train and config.data.num_classes and len(names) != config.data.num_classes:
         raise datasets.DatasetError(f"{labels_file} lists {len(names)} classes but data.num_classes is "
                                     f"{config.data.num_classes}; fix one of them")
@@ -82,7 +128,7 @@ def readable_class_names(config, labels_file):
     if config.data.source != "files" or not labels_file:
         return None
     try:
-        return datasets.read_labels(_path(config, labels_file))
+        return datasets.read_labels(path_of(config, labels_file))
     except (OSError, ValueError):
         return None
 
@@ -101,6 +147,9 @@ def eval_splits(config):
 
 
 def clip_spec(config, train, num_clips=1, num_crops=1):
+    """How clips are read. Retrieval training reads the test view (uniform frames, centre crop, no
+    augmentation), as CLIP4Clip trains."""
+    augment = train and config.task != "retrieval"
     return pipeline.ClipSpec(num_frames=config.data.num_frames, size=config.data.input_size, train=train,
-                             num_clips=num_clips, num_crops=num_crops,
-                             augment_on=config.data.augment_on if train else "host")
+                             num_clips=num_clips, num_crops=num_crops, augment=augment,
+                             augment_on=config.data.augment_on if augment else "host")

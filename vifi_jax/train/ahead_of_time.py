@@ -59,15 +59,20 @@ def train_program(config, session):
     mesh, module, t = session.mesh, session.module, config.train
     if t.batch_size % mesh.size:
         raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the {mesh.size} devices")
-    names, names_from = _class_names(config, [config.data.labels], config.data.num_classes or 400)
-    ids = session.class_token_ids(names)
-    text = (_replicated((len(names), module.embed_dim), jnp.float32, mesh) if t.use == "image"
-            else _replicated(ids.shape, jnp.int32, mesh))
+    if config.task == "retrieval":  # each clip's caption: [B, max_words] token ids in the batch, no class texts
+        names, names_from, text = [], "the batch's captions", None
+        texts, text_length = t.batch_size, config.retrieval.max_words
+    else:
+        names, names_from = _class_names(config, [config.data.labels], config.data.num_classes or 400)
+        ids = session.class_token_ids(names)
+        text = (_replicated((len(names), module.embed_dim), jnp.float32, mesh) if t.use == "image"
+                else _replicated(ids.shape, jnp.int32, mesh))
+        texts, text_length = len(names), ids.shape[1]
     optimizer, _ = optim.make_optimizer(config, iterations_per_epoch=1000)  # the schedule's length: a constant
     state = optim.state_shapes(session.param_shapes, t.use, optimizer, config.seed, mesh)
     step = steps.jit_train_step(module, optimizer, config, len(names), mesh, state)
     batch = steps.update_shapes(config, mesh)
-    analytic = flops.per_update(flops.model_fields(module), config, len(names), ids.shape[1], mesh.size)
+    analytic = flops.per_update(flops.model_fields(module), config, texts, text_length, mesh.size)
     return step, (state, batch["frames"], batch["label"], text, batch["color"]), analytic, names_from, state
 
 
@@ -75,9 +80,9 @@ def eval_program(config, session):
     """(the evaluators' jitted scoring program, its abstract arguments, analytic FLOPs per device and batch,
     what the texts are) for the final views: [B, V, T, H, W, 3] uint8 frames against text features."""
     mesh, module, d, e = session.mesh, session.module, config.data, config.eval
-    views = 1 if config.mode == "retrieval" else e.final_num_clips * e.final_num_crops
+    views = 1 if config.task == "retrieval" else e.final_num_clips * e.final_num_crops
     batch = -(-e.batch_size // mesh.size) * mesh.size  # as `scoring.score_views` rounds it
-    labels = [s.labels for s in config.eval.sets.values()] if config.mode != "retrieval" else []
+    labels = [s.labels for s in config.eval.sets.values()] if config.task != "retrieval" else []
     names, names_from = _class_names(config, labels, d.num_classes or 400)
     frames = jax.ShapeDtypeStruct((batch, views, d.num_frames, d.input_size, d.input_size, 3), jnp.uint8,
                                   sharding=sharding.batch_sharding(mesh))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import cli, files, pipeline, storage, transforms
-from vifi_jax.evaluators import job
+from vifi_jax.evaluators import job, retrieval
 from vifi_jax.models import flops
 from vifi_jax.runtime import config_checks, data, encoder, sharding, workdirs
 from vifi_jax.runtime import session as session_lib
@@ -99,15 +99,17 @@ def _setup_and_train(config, workdir):
         log.warning(session.note)
     if t.batch_size % session.mesh.size:
         raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the {session.mesh.size} devices")
-    train = data.train_split(config)
+    train = data.captioned_train_split(config) if config.task == "retrieval" else data.train_split(config)
     plan = Plan.of(config, len(train.source))
     optimizer, lr_fn = optim.make_optimizer(config, plan.iterations)
     # Placed shard by shard from host memory, then donated to the state: the parameters exist once.
     state = optim.init_state(session_lib.place(session.host_params, session.mesh), t.use, optimizer, config.seed,
                              session.mesh, donate=True)
-    log.info("training %s parameters (%s mode) on %d videos, %d classes; %d updates of %d x %d clips",
+    log.info("training %s parameters (%s mode) on %d %s, %d %s; %d updates of %d x %d clips",
              f"{sum(x.size for x in jax.tree.leaves(state['trainable'])):,}", t.use, len(train.source),
-             len(train.class_names), plan.total_updates, t.accumulation_steps, t.batch_size)
+             "samples" if config.task == "retrieval" else "videos", len(train.class_names),
+             "captions" if config.task == "retrieval" else "classes", plan.total_updates, t.accumulation_steps,
+             t.batch_size)
     ckpt = checkpoint.manager(storage.absolute(storage.join(workdir, workdirs.CHECKPOINTS)),
                               config.checkpoint.every_steps, config.checkpoint.keep, config.checkpoint.async_save)
     results = {"config": config.to_dict(), "note": session.note, "model": session.weights, "history": [],
@@ -137,14 +139,21 @@ def _train(config, workdir, session, train, plan, optimizer, lr_fn, state, ckpt,
     t, mesh, module = config.train, session.mesh, session.module
     process = (jax.process_index(), jax.process_count())
     results_path = storage.join(workdir, "results.json")
-    ids = session.class_token_ids(train.class_names)
-    # Image-only training: the text side is constant, so its features are computed once, not every step.
-    text = encoder.Encoder(module, _params(state)).text_features(ids) if t.use == "image" else jnp.asarray(ids)
+    captions = None
+    if config.task == "retrieval":  # each clip's drawn caption, looked up as its batch is placed
+        captions = retrieval.free_text_ids(module, train.class_names, config.retrieval.max_words)
+        text, work_texts, text_length = None, t.batch_size, captions.shape[1]
+    else:
+        ids = session.class_token_ids(train.class_names)
+        # Image-only training: the text side is constant, so its features are computed once, not every step.
+        text = encoder.Encoder(module, _params(state)).text_features(ids) if t.use == "image" else jnp.asarray(ids)
+        work_texts, text_length = len(train.class_names), int(ids.shape[1])
     evaluator = job.make(config, mesh, final=False)
-    ds = pipeline.train_dataset(train.source, data.clip_spec(config, True), t.batch_size, config.seed, t.epochs,
-                                process, t.reference_world_size, start_batch=plan.consumed(config, start_update))
+    spec = data.clip_spec(config, True)
+    ds = pipeline.train_dataset(train.source, spec, t.batch_size, config.seed, t.epochs, process,
+                                t.reference_world_size, start_batch=plan.consumed(config, start_update))
     step_fn = steps.jit_train_step(module, optimizer, config, len(train.class_names), mesh, state)
-    work = {"texts": len(train.class_names), "text_length": int(ids.shape[1]), "devices": mesh.size,
+    work = {"texts": work_texts, "text_length": text_length, "devices": mesh.size,
             "micro_batches": t.accumulation_steps, "use": t.use}
     bad = pipeline.BadSamples(train.source, config.data.max_bad_fraction)
     data_iter = batches = writer = preemption = bar = None
@@ -152,7 +161,7 @@ def _train(config, workdir, session, train, plan, optimizer, lr_fn, state, ckpt,
         data_iter = pipeline.iterator(ds, config.data.num_workers)
         batches = prefetch.Prefetch(_update_batches(data_iter, mesh, range(start_update, plan.total_updates),
                                                     t.accumulation_steps, plan.updates_per_epoch, plan.leftover,
-                                                    config.data.augment_on))
+                                                    spec.augment_on, captions))
         writer = _summary_writer(workdir)
         preemption = _Preemption()
         losses = step_log.StepLog(config, lr_fn, plan.total_updates, plan.updates_per_epoch, results, writer,
@@ -227,11 +236,13 @@ def _resume_results(results, results_path, start_update):
         results["best"] = previous["best"]
 
 
-def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_epoch, leftover, augment_on="device"):
+def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_epoch, leftover, augment_on="device",
+                    captions=None):
     """Per update: (its micro-batches stacked and placed as global arrays {frames, label, color (the colour
     parameters with augment_on="device", None when the loader applied them)}, the bad-sample reports of all
     micro-batches read for it, also as global arrays); at each epoch start, first the micro-batches the
-    official loop drops."""
+    official loop drops. With `captions` (token ids [num_captions, L]), labels are caption indices and
+    `label` holds their token ids [ACC, B, L]."""
     for update in updates:
         read = []
         if update and update % updates_per_epoch == 0:
@@ -239,7 +250,10 @@ def _update_batches(data_iter, mesh, updates, accumulation_steps, updates_per_ep
         micro = [next(data_iter) for _ in range(accumulation_steps)]
         stack = lambda keys: {k: np.stack([b[k] for b in micro]) for k in keys}
         color = stack(transforms.COLOR_PARAMS) if augment_on == "device" else None
-        placed = sharding.global_batch(mesh, dict(stack(("frames", "label")), color=color), leading_axes=1)
+        batch = dict(stack(("frames", "label")), color=color)
+        if captions is not None:
+            batch["label"] = captions[batch["label"]]
+        placed = sharding.global_batch(mesh, batch, leading_axes=1)
         reports = {k: np.concatenate([b[k] for b in read + micro]) for k in ("bad_index", "bad_reason")}
         yield placed, sharding.global_batch(mesh, reports)  # gathered from every process when metrics are
 
@@ -261,14 +275,15 @@ def _evaluate_during_training(config, workdir, session, evaluator, state, step, 
     params = _params(state)
     found = evaluator.run(session.module, params)
     results["evaluations"][f"step_{step}"] = found
+    metric = evaluator.best_metric  # top1, or t2v_R1 for retrieval
     if writer:
         for name, m in found.items():
-            writer.add_scalar(f"eval/{name}/top1", m["top1"], step)
+            writer.add_scalar(f"eval/{name}/{metric}", evaluator.headline(m), step)
     best_set = config.eval.best_set or next(iter(found))
     if best_set not in found:
         raise ValueError(f"eval.best_set={best_set!r} is not one of the evaluation sets {sorted(found)}")
-    if found[best_set]["top1"] > results.get("best", {}).get("top1", -1.0):
-        results["best"] = {"top1": found[best_set]["top1"], "step": step, "set": best_set}
+    if evaluator.headline(found[best_set]) > results.get("best", {}).get(metric, -1.0):
+        results["best"] = {metric: evaluator.headline(found[best_set]), "step": step, "set": best_set}
         model_dir.save(storage.join(workdir, "best"), session.model_config, sharding.to_host(params))
 
 
@@ -285,4 +300,4 @@ def _final_evaluation(config, workdir, session, evaluator, state, results, write
     results["summary"] = evaluator.summary(last)
     if writer:
         for name, m in last.items():
-            writer.add_scalar(f"final/{name}/top1", m["top1"], int(state["step"]))
+            writer.add_scalar(f"final/{name}/{evaluator.best_metric}", evaluator.headline(m), int(state["step"]))
