@@ -3,6 +3,7 @@ temporary directory, with its SMOKE switch on (a tiny random model, generated cl
 without outputs, with its Colab badge."""
 import glob
 import os
+import re
 
 import nbformat
 import pytest
@@ -39,3 +40,6 @@ def test_notebook_runs(path, devices, tmp_path, monkeypatch):
     printed = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
                       for o in cell.outputs if o.output_type == "stream")
     assert f"{devices} device(s)" in printed
+    if os.path.basename(path) == "features_and_search.ipynb":  # retrieval fine-tuning: 8 captions, chance 12.5%
+        before, after = map(float, re.search(r"R@1 ([0-9.]+) before, ([0-9.]+) after", printed).groups())
+        assert before <= 37.5 and after >= 62.5, (before, after)
