@@ -9,7 +9,7 @@ import torch
 from configs import retrieval as retrieval_config
 from data_pipelines import pipeline
 from runs import losses, run_job, run_main
-from vifi_jax import api
+from vifi_jax import api, extract, search
 from vifi_jax.evaluators import job, retrieval
 from vifi_jax.train import loop
 from vifi_jax.weights import convert
@@ -42,6 +42,12 @@ def test_fine_tuning_lifts_text_to_video_r1_and_the_model_serves_the_tools(tmp_p
     texts = np.asarray(model.encode_text([caption for _, caption in pairs]))
     similarity = texts @ videos.T
     assert 100 * np.mean(similarity.argmax(axis=1) == np.arange(8)) == pytest.approx(after["t2v"]["R1"])
+    exported = extract.extract(model, [path for path, _ in pairs], str(tmp_path / "features"),
+                               num_frames=config.data.num_frames)
+    assert all("error" not in e for e in exported)
+    for i in (0, 5):  # search's top hit for a caption is the video the similarity ranks first
+        hit = search.search(str(tmp_path / "features"), 1, query=pairs[i][1], model=model)[0]
+        assert hit["video"] == pairs[int(similarity[i].argmax())][0]
     # Written in OpenAI's layout, it loads into OpenAI's clip/model.py and computes the same features.
     config_fields, params = convert.read(str(tmp_path / "run" / "final"))
     convert.write_pytorch(params, tmp_path / "retrieval.pt", layout="openai")
