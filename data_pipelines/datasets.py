@@ -152,14 +152,17 @@ class TfdsSource:
     Records are parsed with TFDS's TensorFlow-free Example proto and only the chosen frames are
     JPEG/PNG-decoded, so reading needs `tensorflow-datasets` but not TensorFlow. `data_pipelines.prepare`
     writes such datasets; TFDS catalogue datasets prepared as array_record (e.g. `ucf101`) work too.
+    `data_dir` may be a bucket (gs://): the metadata is read through etils.epath, the records by ArrayRecord's
+    own GCS client, one ranged request per record (a record is one video's frames).
     """
 
     def __init__(self, name, split, data_dir=None, video_key="video", label_key="label"):
-        if data_dir and storage.is_remote(data_dir):
-            # Seen against a GCS emulator: the metadata reads, then ArrayRecord's reads of gs:// never return.
-            raise DatasetError(f"a prepared TFDS dataset is read from local disk only; {data_dir} is a bucket. Copy "
-                               f"it to local disk first (gcloud storage cp -r {data_dir}/{name} /data/tfds/), or use "
-                               "data.source=files with the videos in the bucket")
+        if data_dir and storage.is_remote(data_dir) and not storage.isdir(storage.join(data_dir, name)):
+            # Checked first through the one path layer, so a wrong path or bucket is one clear error: TFDS would
+            # search its catalogue and ArrayRecord's own GCS client has no such message.
+            raise DatasetError(f"no prepared dataset {name!r} in {data_dir} ({storage.join(data_dir, name)} does not "
+                               "exist); prepare it there with python -m data_pipelines.prepare --data_dir=... or "
+                               "check data.tfds_data_dir")
         try:
             import tensorflow_datasets as tfds
         except ImportError as error:

@@ -16,13 +16,15 @@ import io
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 
 import cv2
 import numpy as np
 from absl import app, flags
 
-from data_pipelines import cli, datasets, files, transforms, video
+from data_pipelines import cli, datasets, files, storage, transforms, video
 
 log = logging.getLogger("data_pipelines.prepare")
 
@@ -143,7 +145,11 @@ def store_uncompressed(data_dir, name, version, split):
 
 def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", short_side=256, jpeg_quality=90,
             max_frames=0, workers=0, zstd=False):
-    """Write the dataset; returns {"videos": n_written, "bad": [...], "seconds": s}."""
+    """Write the dataset; returns {"videos": n_written, "bad": [...], "seconds": s}. `data_dir` may be a bucket
+    (`_prepare_into_bucket`)."""
+    if storage.is_remote(data_dir):
+        return _prepare_into_bucket(list_file, root, labels, name, split, data_dir, version, short_side, jpeg_quality,
+                                    max_frames, workers, zstd)
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
@@ -179,6 +185,27 @@ def prepare(list_file, root, labels, name, split, data_dir, version="1.0.0", sho
     report = {"videos": len(jobs) - len(bad), "bad": bad, "seconds": time.time() - start}
     files.write_json(os.path.join(data_dir, name, f"{split}.bad_videos.json"), report, "report of unreadable videos")
     return report
+
+
+def _prepare_into_bucket(list_file, root, labels, name, split, data_dir, version, *options):
+    """TFDS's ArrayRecord writer writes local files only, so the dataset is prepared in a local temporary
+    directory (room for the whole dataset: for large ones use prepare_beam, which stages one shard at a time)
+    and uploaded: shards first, the metadata TFDS opens a dataset by last, so a stopped upload leaves nothing
+    TFDS would take for a dataset. The temporary directory is removed either way."""
+    destination = storage.join(data_dir, name, version)
+    if storage.exists(destination):
+        raise RuntimeError(f"{destination} exists: dataset {name!r} was already prepared there (one split per "
+                           "dataset name); choose another --name or delete it first")
+    staging = tempfile.mkdtemp(prefix="vifi_jax_prepare_")
+    try:
+        report = prepare(list_file, root, labels, name, split, staging, version, *options)
+        local = os.path.join(staging, name)
+        written = [os.path.relpath(os.path.join(folder, f), local) for folder, _, names in os.walk(local) for f in names]
+        for relative in sorted(written, key=lambda r: (r.endswith(".json"), os.path.basename(r) == "dataset_info.json", r)):
+            storage.upload(os.path.join(local, relative), storage.join(data_dir, name, *relative.split(os.sep)))
+        return report
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def main(argv):

@@ -39,7 +39,7 @@ import uuid
 
 from absl import app, flags
 
-from data_pipelines import cli, datasets, files, prepare
+from data_pipelines import cli, datasets, files, prepare, storage
 
 log = logging.getLogger("data_pipelines.prepare_beam")
 
@@ -60,26 +60,13 @@ def _import_beam():
     return beam
 
 
-def _remote(path):
-    return "://" in os.fspath(path)
-
-
-def _path(path):
-    from etils import epath  # TFDS's path library: local files and buckets alike
-    return epath.Path(path)
-
-
 def _read_json(path):
-    return json.loads(_path(path).read_text())
+    return files.read_json(path, "prepare_beam state file", "delete the dataset directory to start over")
 
 
-def _write_text(path, text):
-    """Atomically: a local file through a renamed temporary; an object store writes whole objects anyway."""
-    if _remote(path):
-        _path(path).write_text(text)
-    else:
-        with files.atomic_write(path, "file") as f:
-            f.write(text)
+def _write_json(path, value, what="prepare_beam state file"):
+    """Whole or not at all, on disk and in a bucket."""
+    files.write_json(path, value, what)
 
 
 def plan_shards(count, split, videos_per_shard):
@@ -116,10 +103,10 @@ def _serializer(class_names):
 
 def _open_shard(final):
     """(path to write, commit()): a shard appears under its final name only when it is complete."""
-    if _remote(final):
+    if storage.is_remote(final):
         handle, staging = tempfile.mkstemp(suffix=".array_record")
         os.close(handle)
-        return staging, lambda: (_path(staging).copy(final, overwrite=True), os.remove(staging))
+        return staging, lambda: (storage.upload(staging, final), os.remove(staging))
     staging = f"{final}.tmp-{uuid.uuid4().hex}"
     return staging, lambda: os.replace(staging, final)
 
@@ -155,17 +142,17 @@ def write_shard(shard, plan_path, fingerprint):
         writer.close()
     commit()
     marker = {"shard": shard, "num_examples": count, "num_bytes": size, "bad": bad}
-    _write_text(_marker(config, shard), json.dumps(marker))
+    _write_json(_marker(config, shard), marker)
     return marker
 
 
 def _finished(directory, split, data_dir, name):
     """prepare's report of a split already written, or None; refuses a dataset that holds other splits, as
     prepare (TFDS) does."""
-    info = _path(directory) / "dataset_info.json"
-    if not info.exists():
+    info = storage.join(directory, "dataset_info.json")
+    if not storage.exists(info):
         return None
-    splits = [s["name"] for s in json.loads(info.read_text()).get("splits", [])]
+    splits = [s["name"] for s in files.read_json(info, "TFDS dataset info").get("splits", [])]
     if split not in splits:
         raise RuntimeError(f"{directory} already holds a prepared dataset (splits {splits}); prepare writes one "
                            f"split per dataset: choose another --name or --version")
@@ -205,7 +192,7 @@ def _finalize(config, list_file, short_side, jpeg_quality, data_dir, start):
     from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
     count, name, split = len(config["shards"]), config["name"], config["split"]
-    missing = [s for s in range(count) if not _path(_marker(config, s)).exists()]
+    missing = [s for s in range(count) if not storage.exists(_marker(config, s))]
     if missing:
         raise RuntimeError(f"{len(missing)} of {count} shards were not written (e.g. shard {missing[0]}); run again "
                            "to write only those")
@@ -216,7 +203,7 @@ def _finalize(config, list_file, short_side, jpeg_quality, data_dir, start):
     bad = sorted((b for m in markers for b in m["bad"]), key=lambda b: b["index"])
     report = {"videos": sum(lengths), "bad": [{"file": b["file"], "reason": b["reason"]} for b in bad],
               "seconds": time.time() - start}
-    _write_text(f"{data_dir}/{name}/{split}.bad_videos.json", json.dumps(files.finite(report), indent=1))
+    _write_json(f"{data_dir}/{name}/{split}.bad_videos.json", report, "report of unreadable videos")
     builder = adhoc_builder.AdhocBuilder(
         name=name, version=config["version"], features=prepare.dataset_features(config["class_names"]),
         split_datasets={}, data_dir=data_dir, description=prepare.description(list_file, short_side, jpeg_quality),
@@ -225,9 +212,10 @@ def _finalize(config, list_file, short_side, jpeg_quality, data_dir, start):
     builder.info.set_splits(splits.SplitDict([splits.SplitInfo(name=split, shard_lengths=lengths, num_bytes=size,
                                                                filename_template=_template(config))]))
     builder.info.write_to_directory(config["directory"])
-    _path(config["state"]).rmtree()
-    for leftover in _path(config["directory"]).glob(f"{name}-{split}.array_record-*.tmp-*"):
-        leftover.unlink()
+    storage.remove(config["state"])
+    for leftover in storage.listdir(config["directory"]):
+        if leftover.startswith(f"{name}-{split}.array_record-") and ".tmp-" in leftover:
+            storage.remove(storage.join(config["directory"], leftover))
     return report
 
 
@@ -258,13 +246,13 @@ def prepare_beam(list_file, root, labels, name, split, data_dir, version="1.0.0"
     plan = {"config": config, "paths": list(parsed.paths), "labels": list(parsed.labels)}
     plan["fingerprint"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
     plan_path = f"{config['state']}/plan.json"
-    _path(config["state"]).mkdir(parents=True, exist_ok=True)
-    if not _path(plan_path).exists():
-        _write_text(plan_path, json.dumps(plan, sort_keys=True))
+    storage.makedirs(config["state"])
+    if not storage.exists(plan_path):
+        _write_json(plan_path, plan)
     elif _read_json(plan_path).get("fingerprint") != plan["fingerprint"]:
         raise RuntimeError(f"{config['state']} holds an unfinished run with another list file or other options; "
                            f"finish it with those, or delete {directory} to start over")
-    pending = [s for s in range(len(shards)) if not _path(_marker(config, s)).exists()]
+    pending = [s for s in range(len(shards)) if not storage.exists(_marker(config, s))]
     log.info("%d of %d shards to write (%d videos)", len(pending), len(shards), sum(len(shards[s]) for s in pending))
     decoded = _run_pipeline(beam, plan_path, plan["fingerprint"], pending, pipeline_args, workers) if pending else 0
     report = _finalize(config, list_file, short_side, jpeg_quality, data_dir, start)

@@ -22,9 +22,12 @@ SCHEMES = ("gs://", "gcs://", "s3://")
 os.environ.setdefault("EPATH_USE_TF", "false")
 if os.environ.get("STORAGE_EMULATOR_HOST"):
     # gcsfs first asks a bucket's layout over gRPC, which an emulator does not serve (60 s per bucket);
-    # TensorStore (Orbax's array writes) reads its own variable for the endpoint.
+    # TensorStore (Orbax's array writes) and google-cloud-cpp (ArrayRecord's own gs:// reader and writer,
+    # under TFDS datasets) read their own variables for the endpoint. Without the last, ArrayRecord looks
+    # for credentials on a metadata server and waits.
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", os.environ["STORAGE_EMULATOR_HOST"])
+    os.environ.setdefault("CLOUD_STORAGE_EMULATOR_ENDPOINT", os.environ["STORAGE_EMULATOR_HOST"])
 
 
 class StorageError(OSError):

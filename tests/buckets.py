@@ -43,8 +43,11 @@ class Emulator:
         self.process = None
 
     def environment(self):
+        """What `data_pipelines.storage` derives from STORAGE_EMULATOR_HOST when it is set before its import
+        (this process imported it before the server started)."""
         return {"STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url,
-                "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "EPATH_USE_TF": "false"}
+                "CLOUD_STORAGE_EMULATOR_ENDPOINT": self.url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+                "EPATH_USE_TF": "false"}
 
     def start(self):
         self.process = subprocess.Popen(
