@@ -16,7 +16,7 @@ pytestmark = pytest.mark.xdist_group("hostile")  # one worker builds the cases o
 TOOLS = ("load", "convert", "predict", "predict_video", "convert_destination", "search", "tsne")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: a worker that runs another file's test in between would rebuild it
 def results(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("hostile"))
     cases = hostile.make(root)
