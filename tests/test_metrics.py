@@ -73,3 +73,12 @@ def test_summarize_names_what_is_wrong_with_the_runs(tmp_path):
     assert "Traceback" not in result.stderr
     assert json.loads(subprocess.run([sys.executable, "-m", "vifi_jax.summarize", "base2novel", *b2n], cwd=REPO,
                                      capture_output=True, text=True, timeout=120).stdout)["base"] == 71.0
+
+
+def test_summarize_averages_retrieval_runs_recall_by_recall():
+    found = lambda r1: {"t2v": {"R1": r1, "R5": 80.0, "R10": 90.0, "MdR": 2.0, "MnR": 10.0},
+                        "v2t": {"R1": r1 - 2, "R5": 79.0, "R10": 88.0, "MdR": 2.0, "MnR": 11.0}, "videos": 1000}
+    out = summarize.mean_over_runs([{"retrieval": found(r1)} for r1 in (42.0, 44.0, 46.0)])["retrieval"]
+    assert out["t2v"]["R1"] == {"mean": 44.0, "std": pytest.approx(1.632993, abs=1e-6)}
+    assert out["v2t"]["R1"]["mean"] == 42.0 and out["t2v"]["MdR"] == {"mean": 2.0, "std": 0.0}
+    assert out["runs"] == 3 and out["std"] == metrics.STD_CONVENTION

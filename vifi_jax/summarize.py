@@ -2,6 +2,7 @@
 
     python -m vifi_jax.summarize base2novel RUN_S1 RUN_S2 RUN_S3   base/novel averaged over the 3 splits, then HM
     python -m vifi_jax.summarize mean RUN...                       mean ± std of every set's top-1 over runs
+                                                                   (retrieval runs: of each recall and rank)
 
 A RUN is a run's workdir or its results.json.
 """
@@ -56,8 +57,12 @@ def base2novel(finals, runs=None):
     return {"base": base, "novel": novel, "harmonic_mean": metrics.harmonic_mean(base, novel), "runs": len(finals)}
 
 
+RETRIEVAL_METRICS = ("R1", "R5", "R10", "MdR", "MnR")
+
+
 def mean_over_runs(finals, runs=None):
-    """Mean ± std over runs of each set's top-1; every run must have the same sets."""
+    """Mean ± std over runs of each set's top-1 (retrieval sets: of each recall and rank, both ways); every
+    run must have the same sets."""
     runs = runs or [f"run {i + 1}" for i in range(len(finals))]
     if not finals:
         raise SummaryError("give at least one run")
@@ -67,8 +72,13 @@ def mean_over_runs(finals, runs=None):
                                "runs of different kinds cannot be averaged")
     out = {}
     for name in finals[0]:
-        mean, std = metrics.mean_std([f[name]["top1"] for f in finals])
-        out[name] = {"top1_mean": mean, "top1_std": std, "std": metrics.STD_CONVENTION, "runs": len(finals)}
+        if "t2v" in finals[0][name]:
+            out[name] = {way: {m: dict(zip(("mean", "std"), metrics.mean_std([f[name][way][m] for f in finals])))
+                               for m in RETRIEVAL_METRICS} for way in ("t2v", "v2t")}
+        else:
+            mean, std = metrics.mean_std([f[name]["top1"] for f in finals])
+            out[name] = {"top1_mean": mean, "top1_std": std}
+        out[name].update(std=metrics.STD_CONVENTION, runs=len(finals))
     return out
 
 
