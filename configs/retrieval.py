@@ -1,5 +1,5 @@
 """Text↔video retrieval: zero-shot evaluation (R@1/5/10, median and mean rank, as CLIP4Clip reports) and
-fine-tuning for it (`train`: CLIP4Clip's MSR-VTT meanP recipe, which is ViFi-CLIP's architecture).
+fine-tuning for it (`train`: CLIP4Clip's MSR-VTT meanP recipe on ViFi-CLIP's model).
 
     --config=configs/retrieval.py --config.retrieval.captions=MSRVTT_JSFUSION_test.csv --config.data.root=VIDEOS
     --config=configs/retrieval.py:smoke        a tiny random model on generated clips captioned by their class
@@ -15,8 +15,8 @@ Captions: a CSV with video_id and caption (or sentence) columns — MSR-VTT's 1k
 Evaluates (and trains from) --config.model.init (default openai:ViT-B/16).
 
 The `train` recipe, each value from CLIP4Clip's MSR-VTT meanP command (README of ArrowLuo/CLIP4Clip:
-`--lr 1e-4 --coef_lr 1e-3 --batch_size 128 --epochs 5 --max_frames 12 --max_words 32 --sim_header meanP`)
-and its `main_task_retrieval.py` / `BertAdam` defaults:
+`--lr 1e-4 --coef_lr 1e-3 --batch_size 128 --epochs 5 --max_frames 12 --max_words 32 --sim_header meanP
+--expand_msrvtt_sentences`) and its `main_task_retrieval.py` / `BertAdam` defaults:
 - lr 1e-7: CLIP's parameters train at lr × coef_lr = 1e-4 × 1e-3; new parameters would take 1e-4, and
   meanP has none, so there is one rate;
 - global batch 128, 5 epochs, 12 frames per video, captions cut to 32 tokens (start and end included);
@@ -25,15 +25,21 @@ and its `main_task_retrieval.py` / `BertAdam` defaults:
   rate drops slightly at the end of warmup, as timm's does here);
 - BertAdam's b1 0.9, b2 0.98, eps 1e-6, weight decay 0.2;
 - the loss: symmetric InfoNCE on exp(logit_scale)·cosine over the global batch (`vifi_jax.train.contrastive`);
-- one caption per video per epoch, drawn at random (`retrieval.every_caption=True`: every caption a sample,
-  as CLIP4Clip's `--expand_msrvtt_sentences` does);
+- one caption per video per epoch, drawn at random, as the issue that asked for this recipe specifies
+  (70 updates an epoch on 9k). CLIP4Clip's command passes `--expand_msrvtt_sentences`: every caption a
+  sample, ~180k an epoch on 9k, ~1,400 updates an epoch, 20x more updates at this lr;
+  `--config.retrieval.every_caption=true` gives that;
 - frames: resize and centre crop, no augmentation (CLIP4Clip's RawVideoExtractor); uniform frames (TSN
   segment middles; CLIP4Clip samples 1 fps and then `--slice_framepos 2`, uniform).
 Differences kept on purpose: frames are normalised with ImageNet's mean/std, as ViFi-CLIP trains and as every
 vifi_jax tool (predict, extract, search) reads a video; CLIP4Clip uses CLIP's (`data.normalize=clip` gives
-that, but the tools would then see other inputs than the model was trained on).
-Differences that remain: BertAdam clips each gradient tensor to norm 1 and skips bias correction and the
-decay of biases and LayerNorm gains; AdamW here does none of that.
+that, but the tools would then see other inputs than the model was trained on). The video feature is
+ViFi-CLIP's mean of the frames' projected embeddings; CLIP4Clip's meanP L2-normalises each frame's first.
+CLIP4Clip's loop also clips the global gradient norm to 1 and clamps logit_scale to at most ln 100 after
+every update; neither is done here.
+Differences that remain: BertAdam clips each gradient tensor to norm 1, skips bias correction and does not
+decay biases (CLIP's LayerNorms are named ln_*, so CLIP4Clip's no_decay list misses their gains, which it
+decays); AdamW here clips nothing and decays every trained tensor.
 """
 import ml_collections
 

@@ -119,19 +119,24 @@ class CaptionedVideoSource:
     def __len__(self):
         return len(self.captions) if self.every_caption else len(self.paths)
 
-    def _video(self, index):
+    @property
+    def num_videos(self):
+        return len(self.paths)
+
+    def video_of(self, index):
+        """The video an element reads (elements are captions with `every_caption`)."""
         return int(self.video_of_caption[index]) if self.every_caption else int(index)
 
     def name(self, index):
-        return self.paths[self._video(index)]
+        return self.paths[self.video_of(index)]
 
     def load(self, index, choose_indices):
-        video_index = self._video(index)
+        video_index = self.video_of(index)
         label = int(index) if self.every_caption else int(self.first[video_index])
         return video.read_sampled_frames(self.paths[video_index], choose_indices), label
 
     def draw_label(self, index, label, rng):
         if self.every_caption:
             return label
-        v = self._video(index)
+        v = self.video_of(index)
         return int(self.first[v] + rng.integers(self.first[v + 1] - self.first[v]))

@@ -107,11 +107,17 @@ def read_list_file(path, root="", num_classes=None, check_files=False):
     if not paths:
         raise DatasetError(f"list file {path} lists no videos")
     if check_files:
-        missing = [p for p in paths if _absent_or_empty(p)]
-        if missing:
-            log.warning("%d of %d videos in %s are missing or empty under root %r, e.g. %s", len(missing),
-                        len(paths), path, root, ", ".join(missing[:5]))
+        warn_missing(paths, path, root)
     return ListFile(tuple(paths), tuple(labels))
+
+
+def warn_missing(paths, listed_in, root):
+    """Stat every video up front (no decoding) and log the missing or empty ones, so a run knows them before it
+    starts; they are also handled as bad samples during the run."""
+    missing = [p for p in paths if _absent_or_empty(p)]
+    if missing:
+        log.warning("%d of %d videos in %s are missing or empty under root %r, e.g. %s", len(missing),
+                    len(paths), listed_in, root, ", ".join(missing[:5]))
 
 
 def _absent_or_empty(path):

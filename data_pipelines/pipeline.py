@@ -302,39 +302,46 @@ MAX_LOGGED = 20
 
 
 class BadSamples:
-    """Collects the skipped videos reported in batches; writes a JSON report; stops past a bad fraction."""
+    """Collects the skipped videos reported in batches; writes a JSON report; stops past a bad fraction.
+
+    Counted per video: a source whose elements share videos (every caption of a video an element) says
+    which video an element reads (`video_of`) and how many videos it has (`num_videos`)."""
 
     def __init__(self, source, max_fraction=0.01):
         self.source, self.max_fraction = source, max_fraction
-        self.found = {}
+        self._video_of = getattr(source, "video_of", int)
+        self.num_videos = getattr(source, "num_videos", len(source))
+        self.found = {}  # video -> (an element index that reads it, reason)
 
     def update(self, batch):
         new = 0
         for index, reason in zip(np.ravel(batch["bad_index"]), np.ravel(batch["bad_reason"])):
-            if index >= 0 and int(index) not in self.found:
-                self.found[int(index)] = REASONS[int(reason)]
-                new += 1
-                if len(self.found) <= MAX_LOGGED:
-                    log.warning("skipped unreadable video %s (%s)%s", self.source.name(int(index)), REASONS[int(reason)],
-                                "; further ones are counted and reported, not logged" if len(self.found) == MAX_LOGGED
-                                else "")
+            if index < 0 or self._video_of(int(index)) in self.found:
+                continue
+            self.found[self._video_of(int(index))] = (int(index), REASONS[int(reason)])
+            new += 1
+            if len(self.found) <= MAX_LOGGED:
+                log.warning("skipped unreadable video %s (%s)%s", self.source.name(int(index)), REASONS[int(reason)],
+                            "; further ones are counted and reported, not logged" if len(self.found) == MAX_LOGGED
+                            else "")
         if new:
             self.check()
 
     @property
     def fraction(self):
-        return len(self.found) / max(len(self.source), 1)
+        return len(self.found) / max(self.num_videos, 1)
 
     def summary(self):
-        return {"count": len(self.found), "dataset_size": len(self.source), "fraction": self.fraction,
-                "max_fraction": self.max_fraction, "by_reason": dict(collections.Counter(self.found.values())),
-                "videos": [{"file": self.source.name(i), "reason": r} for i, r in sorted(self.found.items())]}
+        found = [found for _, found in sorted(self.found.items())]
+        return {"count": len(found), "dataset_size": self.num_videos, "fraction": self.fraction,
+                "max_fraction": self.max_fraction, "by_reason": dict(collections.Counter(r for _, r in found)),
+                "videos": [{"file": self.source.name(i), "reason": r} for i, r in found]}
 
     def check(self):
         if self.fraction > self.max_fraction:
-            examples = "; ".join(f"{self.source.name(i)} ({r})" for i, r in list(self.found.items())[:10])
+            examples = "; ".join(f"{self.source.name(i)} ({r})" for i, r in list(self.found.values())[:10])
             raise TooManyBadSamples(
-                f"{len(self.found)} of {len(self.source)} videos ({self.fraction:.1%}) cannot be read, more than the "
+                f"{len(self.found)} of {self.num_videos} videos ({self.fraction:.1%}) cannot be read, more than the "
                 f"allowed {self.max_fraction:.1%} (raise data.max_bad_fraction to continue anyway). Examples: "
                 f"{examples}")
 

@@ -248,7 +248,8 @@ def prepare_beam(list_file, root, labels, name, split, data_dir, version="1.0.0"
     plan_path = f"{config['state']}/plan.json"
     storage.makedirs(config["state"])
     if not storage.exists(plan_path):
-        _write_json(plan_path, plan)
+        with files.atomic_write(plan_path, "prepare_beam plan") as f:  # compact: it lists every video's path
+            f.write(json.dumps(plan, sort_keys=True, separators=(",", ":")))
     elif _read_json(plan_path).get("fingerprint") != plan["fingerprint"]:
         raise RuntimeError(f"{config['state']} holds an unfinished run with another list file or other options; "
                            f"finish it with those, or delete {directory} to start over")

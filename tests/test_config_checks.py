@@ -38,3 +38,21 @@ def test_training_and_evaluation_check_before_any_work(tmp_path):
     with pytest.raises(config_checks.ConfigError, match="data.num_frames=0"):
         job.run(config, str(tmp_path / "e"))
     assert not (tmp_path / "t").exists() and not (tmp_path / "e").exists()
+
+
+def test_retrieval_mistakes_name_the_way_to_a_retrieval_config():
+    old_mode = zeroshot.get_config("smoke")
+    old_mode.mode = "retrieval"
+    no_group = zeroshot.get_config("train,smoke")
+    no_group.task = "retrieval"
+    from_tfds = retrieval.get_config("train")
+    from_tfds.data.source = "tfds"
+    for config, expect in ((old_mode, "retrieval is a task now: --config=retrieval"),
+                           (no_group, "no retrieval group; start from --config=retrieval"),
+                           (from_tfds, "retrieval training reads caption files and their videos")):
+        with pytest.raises(config_checks.ConfigError, match=expect):
+            config_checks.check(config)
+    retrieval_eval = retrieval.get_config("")
+    retrieval_eval.retrieval.max_words = 78
+    with pytest.raises(config_checks.ConfigError, match=r"retrieval.max_words=78: must be an integer in 3..77"):
+        config_checks.check(retrieval_eval)

@@ -183,3 +183,13 @@ def test_no_room_for_a_checkpoint_is_one_line_before_anything_is_written(tmp_pat
         result.stderr[-3000:]
     assert "file-size limit (ulimit -f) is 8.0 MiB" in last and "Traceback" not in result.stderr
     assert not os.listdir(tmp_path / "checkpoints")
+
+
+def test_a_config_saved_before_a_field_was_added_resumes_as_the_run_it_was():
+    """config.json of runs saved before `task` existed: they were classification runs, so they resume."""
+    config = zeroshot.get_config("train,smoke")
+    saved = json.loads(config.to_json_best_effort())
+    del saved["task"]
+    assert workdirs.changed_fields(saved, config.to_dict()) == []
+    config.task = "retrieval"
+    assert workdirs.changed_fields(saved, config.to_dict()) == [("task", "classification", "retrieval")]

@@ -111,8 +111,9 @@ def test_dual_softmax_reweights_by_the_other_direction():
     assert np.isneginf(unreadable[:, 1]).all() and np.isfinite(unreadable[:, 0]).all()
 
 
-def test_a_killed_video_is_replaced_in_training_like_any_other(tmp_path):
-    """Retrieval training reads the test view but replaces an unreadable video as classification does."""
+def test_an_unreadable_video_is_replaced_in_training_and_counted_once(tmp_path):
+    """Retrieval training reads the test view but replaces an unreadable video as classification does, and
+    reports it once however many captions (elements) it has."""
     from data_pipelines import captions
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     config = retrieval_config.get_config("train,smoke")
@@ -121,3 +122,13 @@ def test_a_killed_video_is_replaced_in_training_like_any_other(tmp_path):
     source = captions.CaptionedVideoSource([str(tmp_path / "bad.mp4"), good], [["broken"], ["fine"]])
     element = pipeline.LoadClip(source, data.clip_spec(config, True), seed=0).map((0, 0))
     assert element["valid"] and element["bad_index"][0] == 0 and element["label"] == 1
+    # Every caption a sample: the video's three elements are one unreadable video in the report and the count.
+    every = captions.CaptionedVideoSource([str(tmp_path / "bad.mp4"), good], [["a", "b", "c"], ["fine"]],
+                                          every_caption=True)
+    bad = pipeline.BadSamples(every, max_fraction=1.0)
+    reported = [pipeline.LoadClip(every, data.clip_spec(config, True), seed=0).map((i, i)) for i in range(3)]
+    for element in reported:
+        bad.update({k: element[k][None] for k in ("bad_index", "bad_reason")})
+    summary = bad.summary()
+    assert (summary["count"], summary["dataset_size"], summary["fraction"]) == (1, 2, 0.5)
+    assert [v["file"] for v in summary["videos"]] == [str(tmp_path / "bad.mp4")]

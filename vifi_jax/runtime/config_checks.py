@@ -29,6 +29,13 @@ def _get(config, field):
     return node
 
 
+def v_is(config, field, value):
+    try:
+        return _get(config, field) == value
+    except (KeyError, AttributeError):
+        return False
+
+
 def check(config):
     """Raise ConfigError naming every unusable field of an experiment config (see configs/common.py)."""
     problems = []
@@ -80,9 +87,17 @@ def check(config):
     need("model.dtype", lambda v: v in DTYPES, f"must be one of {DTYPES}")
     need("mesh.fsdp", positive_int, "must be a positive integer")
     need("mesh.data", lambda v: type(v) is int and (v == -1 or v > 0), "must be -1 (all devices) or > 0")
-    need("mode", lambda v: v in MODES, f"must be one of {MODES}")
+    need("mode", lambda v: v in MODES, f"must be one of {MODES}" + (
+        " (retrieval is a task now: --config=retrieval, or --config.task=retrieval)" if v_is(config, "mode", "retrieval")
+        else ""))
     need("task", lambda v: v in TASKS, f"must be one of {TASKS}")
-    if config.get("task") == "retrieval":
+    if config.get("task") == "retrieval" and "retrieval" not in config:
+        problems.append("task=retrieval: this config has no retrieval group; start from --config=retrieval "
+                        "(or retrieval:train to fine-tune)")
+    elif config.get("task") == "retrieval":
+        if config.get("mode") == "train":
+            need("data.source", lambda v: v in ("files", "demo"),
+                 "retrieval training reads caption files and their videos: must be files (or demo)")
         need("retrieval.max_words", lambda v: type(v) is int and 3 <= v <= tokenizer.CONTEXT_LENGTH,
              f"must be an integer in 3..{tokenizer.CONTEXT_LENGTH} (tokens per caption, start and end included)")
         need("retrieval.every_caption", lambda v: type(v) is bool, "must be true or false")

@@ -70,6 +70,8 @@ def captioned_train_split(config):
         paths = [video_path(config, video_id, r.train_captions) for video_id, _ in grouped]
         per_video = [texts for _, texts in grouped]
         description = r.train_captions
+        if config.data.check_files:
+            datasets.warn_missing(paths, r.train_captions, config.data.root)
     source = captions.CaptionedVideoSource(paths, per_video, r.every_caption)
     return Split(source, source.captions, description)
 

@@ -72,9 +72,14 @@ def flatten(tree):
     return {key: {} if value is traverse_util.empty_node else value for key, value in flat.items()}
 
 
+# Fields added to the configs after runs were saved without them, with the value those runs had: an old
+# config.json still resumes.
+ADDED_FIELDS = {"task": "classification"}
+
+
 def changed_fields(saved, current):
     """[(field, saved value, current value)] of result-changing fields that differ (JSON-normalised)."""
-    old, new = flatten(saved), flatten(json.loads(json.dumps(current)))
+    old, new = {**ADDED_FIELDS, **flatten(saved)}, flatten(json.loads(json.dumps(current)))
     missing = object()
     changed = []
     for field in sorted(set(old) | set(new)):
