@@ -54,6 +54,10 @@ def test_work_per_update_follows_accumulation_devices_and_mode():
     assert image_only == 3 * 32 * 32 * flops.image_forward(B16) + 3 * 2 * 32 * 400 * 512  # text features fixed
     assert flops.train_step(B16, 32, 32, 400, 16, "text") < one < 1.5 * flops.train_step(B16, 32, 32, 400, 16,
                                                                                          "prompts")
+    # Retrieval training: the batch's 128 captions of 32 tokens go through the (frozen, image-only) text tower.
+    captions = flops.train_step(B16, 128, 12, 128, 32, "image", texts_in_step=True)
+    assert captions == (3 * 128 * 12 * flops.image_forward(B16) + 128 * flops.text_forward(B16, 32)
+                        + 3 * 2 * 128 * 128 * 512)
 
 
 def test_a_training_run_logs_the_model_flops_of_every_micro_batch(one_device):

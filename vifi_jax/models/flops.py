@@ -31,16 +31,18 @@ def text_forward(cfg, length):
     return cfg["transformer_layers"] * (24 * length * w * w + 4 * length * length * w) + 2 * w * cfg["embed_dim"]
 
 
-def multipliers(use):
-    """(image tower, text tower) work per forward FLOP in a train step of fine-tuning mode `use`."""
-    return {"both": (TRAINED, TRAINED), "image": (TRAINED, 0), "text": (FROZEN, TRAINED),
+def multipliers(use, texts_in_step=False):
+    """(image tower, text tower) work per forward FLOP in a train step of fine-tuning mode `use`. Image-only
+    classification scores fixed class-text features (no text tower in the step); with `texts_in_step` (the
+    batch's captions in retrieval training) the frozen text tower runs forward."""
+    return {"both": (TRAINED, TRAINED), "image": (TRAINED, FROZEN if texts_in_step else 0), "text": (FROZEN, TRAINED),
             "prompts": (PASSED_THROUGH, PASSED_THROUGH)}[use]
 
 
-def train_step(cfg, clips, frames, texts, text_length, use="both"):
-    """Model FLOPs of one forward + backward over `clips` x `frames` images and `texts` class texts of
-    `text_length` tokens (image-only training scores fixed text features: no text tower in the step)."""
-    image, text = multipliers(use)
+def train_step(cfg, clips, frames, texts, text_length, use="both", texts_in_step=False):
+    """Model FLOPs of one forward + backward over `clips` x `frames` images and `texts` texts of
+    `text_length` tokens (see `multipliers`)."""
+    image, text = multipliers(use, texts_in_step)
     logits = 2 * clips * texts * cfg["embed_dim"]
     return (image * clips * frames * image_forward(cfg) + text * texts * text_forward(cfg, text_length)
             + 3 * logits)
@@ -50,7 +52,8 @@ def per_update(cfg, config, texts, text_length, devices):
     """Model FLOPs per device of one optimiser update of an experiment config: every micro-batch of
     `train.accumulation_steps`, split over `devices`."""
     t = config.train
-    step = train_step(cfg, t.batch_size, config.data.num_frames, texts, text_length, t.use)
+    step = train_step(cfg, t.batch_size, config.data.num_frames, texts, text_length, t.use,
+                      texts_in_step=config.get("task") == "retrieval")
     return t.accumulation_steps * step / devices
 
 
