@@ -332,10 +332,10 @@ class BadSamples:
         return len(self.found) / max(self.num_videos, 1)
 
     def summary(self):
-        found = [found for _, found in sorted(self.found.items())]
-        return {"count": len(found), "dataset_size": self.num_videos, "fraction": self.fraction,
-                "max_fraction": self.max_fraction, "by_reason": dict(collections.Counter(r for _, r in found)),
-                "videos": [{"file": self.source.name(i), "reason": r} for i, r in found]}
+        by_video = [element for _, element in sorted(self.found.items())]
+        return {"count": len(by_video), "dataset_size": self.num_videos, "fraction": self.fraction,
+                "max_fraction": self.max_fraction, "by_reason": dict(collections.Counter(r for _, r in by_video)),
+                "videos": [{"file": self.source.name(i), "reason": r} for i, r in by_video]}
 
     def check(self):
         if self.fraction > self.max_fraction:

@@ -64,11 +64,6 @@ def _read_json(path):
     return files.read_json(path, "prepare_beam state file", "delete the dataset directory to start over")
 
 
-def _write_json(path, value, what="prepare_beam state file"):
-    """Whole or not at all, on disk and in a bucket."""
-    files.write_json(path, value, what)
-
-
 def plan_shards(count, split, videos_per_shard):
     """Video indices per shard: prepare's record order (TFDS's hash of the index, salted with the split)."""
     from tensorflow_datasets.core import hashing
@@ -142,7 +137,7 @@ def write_shard(shard, plan_path, fingerprint):
         writer.close()
     commit()
     marker = {"shard": shard, "num_examples": count, "num_bytes": size, "bad": bad}
-    _write_json(_marker(config, shard), marker)
+    files.write_json(_marker(config, shard), marker, "prepare_beam state file")
     return marker
 
 
@@ -203,7 +198,7 @@ def _finalize(config, list_file, short_side, jpeg_quality, data_dir, start):
     bad = sorted((b for m in markers for b in m["bad"]), key=lambda b: b["index"])
     report = {"videos": sum(lengths), "bad": [{"file": b["file"], "reason": b["reason"]} for b in bad],
               "seconds": time.time() - start}
-    _write_json(f"{data_dir}/{name}/{split}.bad_videos.json", report, "report of unreadable videos")
+    files.write_json(f"{data_dir}/{name}/{split}.bad_videos.json", report, "report of unreadable videos")
     builder = adhoc_builder.AdhocBuilder(
         name=name, version=config["version"], features=prepare.dataset_features(config["class_names"]),
         split_datasets={}, data_dir=data_dir, description=prepare.description(list_file, short_side, jpeg_quality),

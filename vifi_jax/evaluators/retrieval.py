@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from data_pipelines import captions, datasets, files
+from data_pipelines import captions, datasets
 from vifi_jax import tokenizer
 from vifi_jax.evaluators import scoring
 from vifi_jax.models import vifi

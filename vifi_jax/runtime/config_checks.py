@@ -29,13 +29,6 @@ def _get(config, field):
     return node
 
 
-def v_is(config, field, value):
-    try:
-        return _get(config, field) == value
-    except (KeyError, AttributeError):
-        return False
-
-
 def check(config):
     """Raise ConfigError naming every unusable field of an experiment config (see configs/common.py)."""
     problems = []
@@ -88,8 +81,8 @@ def check(config):
     need("mesh.fsdp", positive_int, "must be a positive integer")
     need("mesh.data", lambda v: type(v) is int and (v == -1 or v > 0), "must be -1 (all devices) or > 0")
     need("mode", lambda v: v in MODES, f"must be one of {MODES}" + (
-        " (retrieval is a task now: --config=retrieval, or --config.task=retrieval)" if v_is(config, "mode", "retrieval")
-        else ""))
+        " (retrieval is a task now: --config=retrieval, or --config.task=retrieval)"
+        if config.get("mode") == "retrieval" else ""))
     need("task", lambda v: v in TASKS, f"must be one of {TASKS}")
     if config.get("task") == "retrieval" and "retrieval" not in config:
         problems.append("task=retrieval: this config has no retrieval group; start from --config=retrieval "

@@ -56,10 +56,7 @@ def captioned_train_split(config):
         paths = clips.source.paths
         per_video = [demo_captions(clips.class_names[label]) for label in clips.source.labels]
         description = "demo:train"
-    else:
-        if config.data.source != "files":
-            raise ValueError(f"retrieval training reads caption files and videos: data.source must be files or "
-                             f"demo, got {config.data.source!r}")
+    else:  # data.source is files: config_checks refuses the others for retrieval training
         if not r.train_captions:
             raise ValueError("retrieval training needs --config.retrieval.train_captions (MSRVTT_data.json with "
                              "--config.retrieval.train_videos=MSRVTT_train.9k.csv, or a CSV/JSON of video, caption)")

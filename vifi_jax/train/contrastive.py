@@ -9,8 +9,10 @@ axes; `gather` constrains them to be replicated, so XLA all-gathers the [B, D] f
 and every device scores the full [B, B] matrix; the gradient of that constraint slices each device's rows
 back, so the update is the exact gradient of the global-batch loss (CLIP4Clip's own all-gather passes back
 only the local slice, and DDP then averages over ranks: its gradient is this one divided by the GPU count,
-which Adam's normalisation all but cancels, though its gradient clipping sees the smaller norm). Cost per device at the recipe's batch of 128 with D = 512:
-the two gathered feature matrices, 2·128·512·4 B = 512 KiB, and the 128×128 logits, 64 KiB. For the
+which Adam's normalisation all but cancels, though its gradient clipping sees the smaller norm).
+
+Cost per device at the recipe's batch of 128 with D = 512: the two gathered feature matrices,
+2·128·512·4 B = 512 KiB, and the 128×128 logits, 64 KiB. For the
 projections' gradients XLA may also gather the towers' last [B, width] states (768 and 512 wide: 0.6 MiB
 more) instead of all-reducing a [width, D] gradient; tests/test_contrastive.py lists every all-gather.
 """
