@@ -20,6 +20,13 @@ SMOKE = "--config=retrieval:train,smoke"
 TWO_EPOCHS = ["--config.train.epochs=2", "--config.checkpoint.every_steps=4", "--config.eval.every_epochs=100"]
 
 
+def tool_similarity(model, pairs, config):
+    """Caption x video cosines [8, 8] from the model as the tools use it (vifi_jax.load, load_video)."""
+    videos = np.concatenate([np.asarray(model.encode_video(api.load_video(path, config.data.num_frames, 32)))
+                             for path, _ in pairs])
+    return np.asarray(model.encode_text([caption for _, caption in pairs])) @ videos.T
+
+
 def test_fine_tuning_lifts_text_to_video_r1_and_the_model_serves_the_tools(tmp_path, openai_model):
     config = retrieval_config.get_config("train,smoke")
     config.eval.every_epochs = 100  # after epoch 1 and the last
@@ -34,18 +41,19 @@ def test_fine_tuning_lifts_text_to_video_r1_and_the_model_serves_the_tools(tmp_p
     best = max(results["evaluations"].items(), key=lambda kv: kv[1]["retrieval"]["t2v"]["R1"])
     assert results["best"] == {"t2v_R1": best[1]["retrieval"]["t2v"]["R1"], "step": int(best[0][5:]),
                                "set": "retrieval"}
-    # The fine-tuned model as the tools load it (vifi_jax.load: predict, extract, search): the same ranks.
+    # The fine-tuned model as the tools load it (vifi_jax.load: predict, extract, search): the same ranks,
+    # except where a caption's first two videos score within float rounding of each other (either may win).
     model = api.load(str(tmp_path / "run" / "final"))
     pairs = retrieval.caption_pairs(config)
-    videos = np.concatenate([np.asarray(model.encode_video(api.load_video(path, config.data.num_frames, 32)))
-                             for path, _ in pairs])
-    texts = np.asarray(model.encode_text([caption for _, caption in pairs]))
-    similarity = texts @ videos.T
-    assert 100 * np.mean(similarity.argmax(axis=1) == np.arange(8)) == pytest.approx(after["t2v"]["R1"])
+    similarity = tool_similarity(model, pairs, config)
+    ordered = np.sort(similarity, axis=1)
+    clear = ordered[:, -1] - ordered[:, -2] > 1e-3
+    right = similarity.argmax(axis=1) == np.arange(8)
+    assert 100 * np.mean(right & clear) <= after["t2v"]["R1"] <= 100 * np.mean(right | ~clear)
     exported = extract.extract(model, [path for path, _ in pairs], str(tmp_path / "features"),
                                num_frames=config.data.num_frames)
-    assert all("error" not in e for e in exported)
-    for i in (0, 5):  # search's top hit for a caption is the video the similarity ranks first
+    assert all("error" not in e for e in exported) and clear.sum() >= 2
+    for i in np.flatnonzero(clear)[:2]:  # search's top hit for a caption is the video the similarity ranks first
         hit = search.search(str(tmp_path / "features"), 1, query=pairs[i][1], model=model)[0]
         assert hit["video"] == pairs[int(similarity[i].argmax())][0]
     # Written in OpenAI's layout, it loads into OpenAI's clip/model.py and computes the same features.
@@ -78,8 +86,13 @@ def test_two_processes_train_like_one_and_the_run_resumes_in_one(tmp_path):
     output = run_main(tmp_path / "two", *TWO_EPOCHS, config=SMOKE)
     assert "resumed from checkpoint at update 4" in output
     np.testing.assert_allclose(losses(tmp_path / "two"), whole, rtol=RTOL)
-    final = json.load(open(tmp_path / "two" / "results.json"))["final"]["retrieval"]
-    assert final["t2v"] == json.load(open(tmp_path / "one" / "results.json"))["final"]["retrieval"]["t2v"]
+    # The two runs' final models score the test clips alike (cosines: continuous, unlike ranks, which a
+    # float-rounding difference may flip at a near tie).
+    config = retrieval_config.get_config("train,smoke")
+    pairs = retrieval.caption_pairs(config)
+    one, two = (tool_similarity(api.load(str(tmp_path / run / "final")), pairs, config) for run in ("one", "two"))
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-3)
+    assert json.load(open(tmp_path / "two" / "results.json"))["final"]["retrieval"]["videos"] == 8
 
 
 def test_bf16_with_remat_trains_close_to_fp32_and_dual_softmax_figures_are_marked(tmp_path):
