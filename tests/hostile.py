@@ -11,6 +11,7 @@ bounds, exhaust memory, hang, destroy a user's files, or give a silently wrong a
 manifest row that reads another video's features, a file outside the directory that names it). Each must end in one clear `error:` line, a
 non-zero exit and nothing written. Nothing here is ever unpickled by Python's own unpickler.
 """
+import functools
 import json
 import os
 import struct
@@ -164,11 +165,8 @@ def bad_encoding():
 
 def write_model_dir(directory, mutate_config=None, params=None):
     """A vifi_jax model directory of the tiny test model, its config changed by `mutate_config`."""
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from conftest import TINY
-    from vifi_jax import api
     from vifi_jax.weights import model_dir
-    model = api.init("ViT-B/16", seed=0, **TINY)
+    model = tiny_model()
     model_dir.save(directory, model.config, params if params is not None else model.params)
     if mutate_config:
         path = os.path.join(directory, "config.json")
@@ -180,7 +178,9 @@ def write_model_dir(directory, mutate_config=None, params=None):
     return directory
 
 
+@functools.lru_cache(maxsize=None)
 def tiny_model(seed=0):
+    """The tiny random model of `seed`, initialised once per process (16 cases use seed 0)."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from conftest import TINY
     from vifi_jax import api

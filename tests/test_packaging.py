@@ -56,13 +56,23 @@ def test_the_wheel_holds_every_package_and_no_checkout_is_used(installed):
     assert REPO not in out and "site-packages" in out and out.count("site-packages") == 4
 
 
-def test_the_embedded_default_and_predict_run_from_another_directory(installed):
+def test_the_embedded_default_runs_offline_from_another_directory_shows_progress_and_ends_cleanly(installed):
+    """Quick-start command 1 from the installed wheel (the full-size model, random weights offline), on fewer
+    frames and videos (8 classes x 1 video x 2 frames instead of 4 x 8 x 8); then predict from there."""
     python, elsewhere = installed
     code, out, err = run(python, elsewhere, "-m", "vifi_jax.main", "--config=zeroshot", "--workdir=run",
                          "--config.data.num_frames=2", "--config.data.demo.videos_per_class=1",
                          env={"VIFI_JAX_OFFLINE": "1"})
     assert code == 0, err[-3000:]
-    assert "demo: top1" in out and json.load(open(elsewhere / "run" / "results.json"))["final"]["demo"]["videos"] == 8
+    assert "WARNING: RANDOM WEIGHTS" in out and "demo: top1" in out
+    assert "eval demo:demo: 100%" in err and "8/8" in err  # the progress bar: videos done, rate, ETA
+    assert "leaked" not in err and "Traceback" not in err
+    assert "orbax" not in err.lower() and "absl.py" not in err  # libraries' INFO lines stay out
+    results = json.load(open(elsewhere / "run" / "results.json"))
+    assert "RANDOM WEIGHTS" in results["note"] and "VIFI_JAX_OFFLINE" in results["note"]
+    demo = results["final"]["demo"]
+    assert demo["evaluated"] == demo["videos"] == 8 and demo["views"] == 1
+    assert json.load(open(elsewhere / "run" / "config.json"))["data"]["source"] == "demo"
     clips = elsewhere / "clips"
     synthetic.make_dataset(str(clips), num_classes=2, videos_per_class=1, num_frames=8, height=40, width=48)
     model = elsewhere / "model"

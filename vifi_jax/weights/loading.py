@@ -4,6 +4,7 @@ fresh deep prompts bridge-and-prompt adds to a fine-tuned checkpoint.
 Everything here stays in host memory (numpy), so a caller places the parameters straight into their
 shardings; with `abstract=True` nothing is read or drawn at all, only the shapes are traced.
 """
+import functools
 import logging
 
 import jax
@@ -29,12 +30,17 @@ def variant_config(variant, **fields):
 
 def init_params(config, seed=0):
     """A random initialisation of the model `config` describes, as numpy arrays."""
-    module = vifi.ViFiCLIP(**config)
     res = config["image_resolution"]
     frames = jnp.zeros((1, 1, res, res, 3), jnp.float32)
     ids = jnp.zeros((1, config["context_length"]), jnp.int32)  # room for any number of text prompts
-    params = jax.jit(module.init)(jax.random.PRNGKey(seed), frames, ids)["params"]
+    params = _jitted_init(tuple(sorted(config.items())))(jax.random.PRNGKey(seed), frames, ids)["params"]
     return jax.tree.map(np.asarray, with_initial_text_context(params, config))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_init(fields):
+    """One traced and compiled initialiser per model config in a process (seeds differ by argument only)."""
+    return jax.jit(vifi.ViFiCLIP(**dict(fields)).init)
 
 
 def abstract_params(config):
