@@ -195,8 +195,34 @@ def synthetic_videos(tmp_path_factory):
 @pytest.fixture(scope="session")
 def one_device(tmp_path_factory):
     """One whole 6-update smoke run on one device (checkpoints after updates 3 and 6): the baseline that the
-    resume, 8-device and multi-process tests must reproduce."""
+    resume, 8-device and multi-process tests must reproduce. Made once per test session, also under
+    pytest-xdist, whose workers would each make their own; the tests only read it."""
     import runs
-    workdir = tmp_path_factory.mktemp("one_device")
-    runs.run_main(workdir, *runs.EIGHT)
+
+    def make(workdir):
+        runs.run_main(workdir, *runs.EIGHT)
+
+    workdir = made_once(tmp_path_factory, "one_device", make)
     return workdir, runs.losses(workdir)
+
+
+def made_once(tmp_path_factory, name, make):
+    """The directory `name`, made by `make(directory)` once per session: under pytest-xdist the first worker
+    makes it (holding a lock in the session's temporary root, which the workers share) and the others wait
+    for it and reuse it; a directory whose `make` failed is made again."""
+    import fcntl
+    import pathlib
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        directory = tmp_path_factory.mktemp(name)
+        make(directory)
+        return directory
+    root = pathlib.Path(tmp_path_factory.getbasetemp()).parent  # pytest-N/, above each worker's popen-gwK/
+    directory, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            make(directory)
+            done.touch()
+    return directory
