@@ -316,9 +316,12 @@ class BadSamples:
     def update(self, batch):
         new = 0
         for index, reason in zip(np.ravel(batch["bad_index"]), np.ravel(batch["bad_reason"])):
-            if index < 0 or self._video_of(int(index)) in self.found:
+            if index < 0:
                 continue
-            self.found[self._video_of(int(index))] = (int(index), REASONS[int(reason)])
+            video = self._video_of(int(index))
+            if video in self.found:
+                continue
+            self.found[video] = (int(index), REASONS[int(reason)])
             new += 1
             if len(self.found) <= MAX_LOGGED:
                 log.warning("skipped unreadable video %s (%s)%s", self.source.name(int(index)), REASONS[int(reason)],
