@@ -1,9 +1,11 @@
 """Shared test helpers: OpenAI's reference code loaded by file path, tiny configs, random weights."""
 import atexit
+import fcntl
 import functools
 import importlib.metadata
 import importlib.util
 import os
+import pathlib
 import shutil
 import tempfile
 
@@ -210,8 +212,6 @@ def made_once(tmp_path_factory, name, make):
     """The directory `name`, made by `make(directory)` once per session: under pytest-xdist the first worker
     makes it (holding a lock in the session's temporary root, which the workers share) and the others wait
     for it and reuse it; a directory whose `make` failed is made again."""
-    import fcntl
-    import pathlib
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         directory = tmp_path_factory.mktemp(name)
         make(directory)
