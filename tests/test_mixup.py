@@ -36,6 +36,15 @@ def test_targets_sum_to_one_and_match_lambda():
     assert kinds == {"cutmix", "mixup"}
 
 
+def test_both_lambdas_follow_their_beta_distributions():
+    """Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1)); the two draws independent of each other."""
+    mix, cut = jax.vmap(lambda k: mixup.beta_pair(k, 0.8, 3.0))(jax.random.split(jax.random.PRNGKey(0), 20000))
+    for lam, a in ((np.asarray(mix), 0.8), (np.asarray(cut), 3.0)):
+        assert 0 <= lam.min() and lam.max() <= 1
+        assert abs(lam.mean() - 0.5) < 0.01 and abs(lam.var() / (1 / (4 * (2 * a + 1))) - 1) < 0.05, (a, lam.var())
+    assert abs(np.corrcoef(mix, cut)[0, 1]) < 0.03
+
+
 def test_soft_target_cross_entropy():
     logits = jnp.array([[2.0, 0.0], [0.0, 0.0]])
     targets = jnp.array([[1.0, 0.0], [0.5, 0.5]])
