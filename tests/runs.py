@@ -37,7 +37,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_job(workdir, count, *overrides, logs, config=SMOKE, heartbeat_timeout=100, cwd=REPO):
+def start_job(workdir, count, *overrides, logs, config=SMOKE, heartbeat_timeout=100, cwd=REPO, env=None):
     """`count` processes joined into one job on this machine (gloo collectives, a localhost coordinator),
     sharing `workdir`; process i writes its output to logs/i.log."""
     os.makedirs(logs, exist_ok=True)
@@ -47,7 +47,7 @@ def start_job(workdir, count, *overrides, logs, config=SMOKE, heartbeat_timeout=
         log = open(os.path.join(logs, f"{i}.log"), "w")
         processes.append(start(workdir, f"--coordinator_address={address}", f"--num_processes={count}",
                                f"--process_id={i}", f"--heartbeat_timeout={heartbeat_timeout}", *overrides,
-                               config=config, log=log, cwd=cwd))
+                               env=env, config=config, log=log, cwd=cwd))
     return processes
 
 
@@ -56,8 +56,8 @@ def output_of(logs, i):
         return f.read()
 
 
-def run_job(workdir, count, *overrides, logs, config=SMOKE, cwd=REPO):
-    processes = start_job(workdir, count, *overrides, logs=logs, config=config, cwd=cwd)
+def run_job(workdir, count, *overrides, logs, config=SMOKE, cwd=REPO, env=None):
+    processes = start_job(workdir, count, *overrides, logs=logs, config=config, cwd=cwd, env=env)
     for i, process in enumerate(processes):
         process.wait(timeout=600)
         assert process.returncode == 0, f"process {i}: " + output_of(logs, i)[-3000:]
