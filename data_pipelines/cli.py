@@ -207,11 +207,32 @@ def parse(argv, resolve=None):
         _usage_error(_message(error, argv))
 
 
+def define_flag(kind, name, default, help_text, **options):
+    """Define `--name` unless a tool in this process already did: a flag shared by several tools is defined
+    by one definer (here for the data flags, in `vifi_jax.cli.flags` for the model's), never twice."""
+    if name not in flags.FLAGS:
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **options)
+
+
+def verbose_flag():
+    define_flag("bool", "verbose", False, "Print the traceback of an error, not just its one-line summary.")
+
+
+def list_file_flags(list_help="An official list file (`<path> <label>` lines) naming the videos.",
+                    root_help="Directory the list file's paths are relative to."):
+    """--list_file and --root, as prepare, prepare_beam and extract read videos."""
+    define_flag("string", "list_file", None, list_help)
+    define_flag("string", "root", "", root_help)
+
+
+def labels_file_flag(help_text="Label CSV with an 'id,name' header (the official labels/*.csv format)."):
+    define_flag("string", "labels_file", None, help_text)
+
+
 def run(main, resolve=None, positional=False):
     """Run `main(argv)` as a command: parse the flags, refuse positional arguments unless `positional`, and
     end any failure with one line."""
-    if "verbose" not in flags.FLAGS:
-        flags.DEFINE_bool("verbose", False, "Print the traceback of an error, not just its one-line summary.")
+    verbose_flag()
 
     def checked(argv):
         if not positional and len(argv) > 1:

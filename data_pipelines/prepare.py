@@ -33,9 +33,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Command-line flags, defined only when run as a program (so importing never clashes)."""
-    flags.DEFINE_string("list_file", None, "Official-format list file: '<relative path> <label>' per line.")
-    flags.DEFINE_string("root", "", "Directory the list file's paths are relative to.")
-    flags.DEFINE_string("labels_file", None, "Label CSV ('id,name' header) giving the class names.")
+    cli.list_file_flags()
+    cli.labels_file_flag("Label CSV ('id,name' header) giving the class names.")
     flags.DEFINE_alias("labels", "labels_file")  # the earlier spelling
     flags.DEFINE_string("name", None, "TFDS dataset name to write, e.g. ucf101_frames.")
     flags.DEFINE_string("split", "train", "Split name inside the dataset.")

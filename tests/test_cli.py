@@ -1,6 +1,9 @@
 """Every command starts, shows its help and fails the same way: --help exits 0 with the flags on stdout, a
 usage mistake (an unknown flag, a stray argument, a config that does not load) is one `error:` line with exit
 status 2, and a model that cannot take the configured frames is refused by name before any work."""
+import ast
+import collections
+import glob
 import os
 import subprocess
 import sys
@@ -27,6 +30,24 @@ def test_help_exits_zero_and_an_unknown_flag_is_one_line(command):
     code, out, err = run(command, "--no_such_flag=1")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err[-2000:]
     assert err.startswith("error: Unknown command line flag 'no_such_flag'") and f"python -m {command} --help" in err
+
+
+def test_each_flag_is_defined_in_one_place():
+    """A flag several tools take has one definer (data_pipelines.cli, vifi_jax.cli.flags) that each calls."""
+    places = collections.defaultdict(list)
+    for path in glob.glob(os.path.join(REPO, "vifi_jax", "**", "*.py"), recursive=True) + \
+            glob.glob(os.path.join(REPO, "data_pipelines", "**", "*.py"), recursive=True):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if not isinstance(node, ast.Call):
+                continue
+            called = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            if called in ("DEFINE_alias", "alias"):  # an earlier spelling, kept working
+                continue
+            position = 0 if called.startswith("DEFINE_") else 1 if called in ("define_flag", "_define") else None
+            if position is not None and len(node.args) > position and isinstance(node.args[position], ast.Constant):
+                places[node.args[position].value].append(f"{os.path.relpath(path, REPO)}:{node.lineno}")
+    assert len(places) > 40 and "overwrite" in places and "list_file" in places
+    assert {name: where for name, where in places.items() if len(where) > 1} == {}
 
 
 @pytest.mark.parametrize("arguments,message", [

@@ -31,8 +31,8 @@ flags.DEFINE_float("memory_limit_gib", None, "Judge the fit against this many Gi
                    "chip's memory (e.g. to keep headroom).", lower_bound=0)
 flags.DEFINE_bool("levers", True, "When the train step does not fit, also compile it with each lever that could "
                   "make it fit.")
-flags.DEFINE_string("out", None, "Also write the report to this JSON file (an existing file is replaced only if "
-                    "it is an earlier report of this tool).")
+cli_flags.out(None, "Also write the report to this JSON file (an existing file is replaced only if it is an earlier "
+              "report of this tool).")
 cli_flags.json_output("Print the report as one JSON object on stdout instead of a table.")
 
 REPORT_KIND = "vifi_jax.aot report"

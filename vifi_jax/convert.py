@@ -25,8 +25,8 @@ def define_flags():
     cli_flags.clip_weights()
     cli_flags.alias("clip-weights", "clip_weights")  # the earlier spelling
     flags.DEFINE_enum("layout", "vifi", ["openai", "vifi"], "Layout of a .pth/.pt destination.")
-    flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "dtype of a .pth/.pt destination.")
-    flags.DEFINE_bool("overwrite", False, "Replace an existing destination file or model.")
+    cli_flags.dtype("dtype of a .pth/.pt destination.")
+    cli_flags.overwrite("Replace an existing destination file or model.")
 
 
 def main(argv):
@@ -41,8 +41,7 @@ def main(argv):
 def run(argv):
     """`python -m vifi_jax.convert` in this process (for tests and scripts): argv holds SRC, DST and flags."""
     define_flags()
-    if "verbose" not in FLAGS:
-        flags.DEFINE_bool("verbose", False, "Print the traceback of an error, not just its one-line summary.")
+    cli.verbose_flag()
     FLAGS.unparse_flags()
     remaining = cli.parse(["convert", *map(str, argv)])
     return cli.guarded(main, lambda: FLAGS.verbose)(remaining)

@@ -44,11 +44,10 @@ def define_flags():
     flags.DEFINE_integer("stride", 4, "Window level: frames between window starts.", lower_bound=1)
     cli_flags.num_frames("Video and frame levels: frames sampled per video (the centres of this many equal "
                          "segments, TSN).")
-    flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "Stored feature dtype.")
+    cli_flags.dtype("Stored feature dtype.")
     flags.DEFINE_integer("shard_size", 1000, "Inputs per .npy shard (the unit a rerun resumes from).", lower_bound=1)
     flags.DEFINE_integer("batch_size", 8, "Video and frame levels: videos encoded together.", lower_bound=1)
-    flags.DEFINE_string("list_file", None, "An official list file (`path label` lines) naming the videos.")
-    flags.DEFINE_string("root", "", "Prefix of the list file's paths.")
+    cli_flags.list_file()
     flags.DEFINE_string("texts", None, "Comma-separated texts: export text features instead of video features.")
     cli_flags.labels_file("A label CSV (id,name): export the features of the texts the model scores these classes by.")
     cli_flags.processes()

@@ -26,7 +26,7 @@ def define_flags():
     cli_flags.alias("label_names", "labels_file")  # the earlier spelling
     flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity (lowered to fit small sets).")
     flags.DEFINE_integer("seed", 0, "t-SNE random seed.")
-    flags.DEFINE_bool("overwrite", False, "Replace an existing --out PNG and its JSON.")
+    cli_flags.overwrite("Replace an existing --out PNG and its JSON.")
 
 
 def classes(entries, label_names=None):

@@ -6,13 +6,13 @@ as aliases and are named as such in --help.
 """
 from absl import flags
 
+from data_pipelines import cli
+
 FLAGS = flags.FLAGS
 DEFAULT_WEIGHTS = "openai:ViT-B/16"
 
 
-def _define(kind, name, default, help_text, **options):
-    if name not in FLAGS:
-        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **options)
+_define = cli.define_flag
 
 
 def alias(old, name):
@@ -38,8 +38,17 @@ def labels():
     labels_file()
 
 
-def labels_file(help_text="Label CSV with an 'id,name' header (the official labels/*.csv format)."):
-    _define("string", "labels_file", None, help_text)
+labels_file = cli.labels_file_flag
+list_file = cli.list_file_flags
+
+
+def overwrite(help_text):
+    _define("bool", "overwrite", False, help_text)
+
+
+def dtype(help_text):
+    if "dtype" not in FLAGS:
+        flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], help_text)
 
 
 def num_frames(help_text="Frames sampled per video: the centres of this many equal segments (TSN)."):
