@@ -1,10 +1,11 @@
 """Hostile and broken inputs, generated, and a harness that feeds them to load, convert and predict.
 
     python tests/hostile.py make DIR            write every case under DIR (and DIR/cases.json)
-    python tests/hostile.py run TOOL DIR        run TOOL (load | convert | predict | search | tsne, ...) on every
-                                                case for it, each
-                                                under a 3 GiB address-space limit and a time limit; prints one
-                                                JSON line per case: exit code, stderr, seconds, files written
+    python tests/hostile.py run TOOL[,TOOL] DIR run each TOOL (load | convert | predict | search | tsne, ...)
+                                                on every case for it, in one process under a 3 GiB
+                                                address-space limit, each case under a time limit; prints one
+                                                JSON line per case and tool: exit code, stderr, seconds, files
+                                                written
 
 Every case is a few bytes to a few MB that would, without the defences, crash the process, read out of
 bounds, exhaust memory, hang, destroy a user's files, or give a silently wrong answer (NaN weights, a
@@ -417,8 +418,9 @@ def _listing(root):
     return found
 
 
-def run(tool, root):
-    """Run `tool` on every case for it, in this process (limited), one JSON line per case on stdout."""
+def run(tools, root):
+    """Run each of `tools` on every case for it, in this process (limited), one JSON line per case and tool
+    on stdout."""
     import contextlib
     import io
     import signal
@@ -433,17 +435,16 @@ def run(tool, root):
     from vifi_jax import search
     from vifi_jax import tsne as tsne_command
     commands = {"search": search, "tsne": tsne_command}
-    if tool.startswith("predict"):
-        predict.define_flags()
-    elif tool in commands:
-        commands[tool].define_flags()
+    programs = [predict if tool.startswith("predict") else commands.get(tool) for tool in tools]
+    for program in dict.fromkeys(p for p in programs if p is not None):  # each program's flags once
+        program.define_flags()
     _limit()
 
     def on_alarm(signum, frame):
         raise TimeoutError(f"still running after {TIME_LIMIT} s")
 
     signal.signal(signal.SIGALRM, on_alarm)
-    for case in spec["cases"]:
+    for tool, case in ((tool, case) for tool in tools for case in spec["cases"]):
         if tool not in case["tools"]:
             continue
         output = os.path.join(root, f"out-{case['name']}")
@@ -486,7 +487,7 @@ def run(tool, root):
         finally:
             signal.alarm(0)
         written = sorted(_listing(root) - before)
-        print(json.dumps({"name": case["name"], "code": code, "stderr": stderr.getvalue(),
+        print(json.dumps({"tool": tool, "name": case["name"], "code": code, "stderr": stderr.getvalue(),
                           "stdout": stdout.getvalue(), "seconds": round(time.time() - start, 2),
                           "written": written, "expect": case["expect"]}), flush=True)
 
@@ -495,6 +496,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2])
     elif sys.argv[1] == "run":
-        run(sys.argv[2], sys.argv[3])
+        run(sys.argv[2].split(","), sys.argv[3])
     else:
         sys.exit(__doc__)

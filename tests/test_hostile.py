@@ -20,13 +20,13 @@ TOOLS = ("load", "convert", "predict", "predict_video", "convert_destination", "
 def results(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("hostile"))
     cases = hostile.make(root)
-    found = {}
+    run = subprocess.run([sys.executable, os.path.join(HERE, "hostile.py"), "run", ",".join(TOOLS), root],
+                         capture_output=True, text=True, timeout=1200)  # one process: imports paid once
+    assert run.returncode == 0, f"the harness itself died (a crash?):\n{run.stderr[-3000:]}"
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    found = {tool: [r for r in lines if r["tool"] == tool] for tool in TOOLS}
     for tool in TOOLS:
-        run = subprocess.run([sys.executable, os.path.join(HERE, "hostile.py"), "run", tool, root],
-                             capture_output=True, text=True, timeout=1200)
-        assert run.returncode == 0, f"the {tool} harness itself died (a crash?):\n{run.stderr[-3000:]}"
-        found[tool] = [json.loads(line) for line in run.stdout.splitlines()]
-        assert [r["name"] for r in found[tool]] == [c["name"] for c in cases if tool in c["tools"]]
+        assert [r["name"] for r in found[tool]] == [c["name"] for c in cases if tool in c["tools"]], tool
     return root, found
 
 
