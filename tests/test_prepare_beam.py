@@ -13,6 +13,7 @@ from data_pipelines import datasets, files, prepare, prepare_beam
 PIPELINE = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 NAME, SPLIT, LOST = "clips", "train", 1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.xdist_group("beam")  # one worker runs the pipelines once (--dist loadgroup)
 
 
 def _inputs(synthetic_videos, work):
