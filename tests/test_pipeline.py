@@ -170,7 +170,7 @@ def test_epoch_order_is_grains_permutation_of_each_epoch():
         assert order(position) == shuffled[epoch * 7 + offset % 7]
 
 
-def test_auto_workers_share_the_usable_cores_among_local_processes(monkeypatch, source):
+def test_auto_workers_share_the_usable_cores_among_local_processes_and_only_their_batches_wait_for_a_collection(monkeypatch, source):
     for name in pipeline.LOCAL_PROCESS_COUNT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(16)))
@@ -181,8 +181,15 @@ def test_auto_workers_share_the_usable_cores_among_local_processes(monkeypatch, 
     assert pipeline.auto_workers() == 1
     monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    collections = []
+    monkeypatch.setattr(pipeline.gc, "collect", lambda: collections.append(1))
     batches = pipeline.iterator(pipeline.train_dataset(source, pipeline.ClipSpec(4, 32), 4, seed=0, process=(0, 1)), -1)
     try:  # one worker process on two cores
         assert next(batches)["frames"].shape == (4, 1, 4, 32, 32, 3)
     finally:
         pipeline.close(batches)
+    assert collections == [1]  # its batches came in shared memory: collected, as the worker's segments need
+    threads = pipeline.iterator(pipeline.train_dataset(source, pipeline.ClipSpec(4, 32), 4, seed=0, process=(0, 1)))
+    next(threads)
+    pipeline.close(threads)
+    assert collections == [1]  # threads' batches are plain arrays: no full collection (0.15-1 s) per evaluation
