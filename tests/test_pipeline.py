@@ -170,7 +170,7 @@ def test_epoch_order_is_grains_permutation_of_each_epoch():
         assert order(position) == shuffled[epoch * 7 + offset % 7]
 
 
-def test_auto_workers_share_the_usable_cores_among_local_processes_and_only_their_batches_wait_for_a_collection(monkeypatch, source):
+def test_auto_workers_share_the_usable_cores_and_only_their_batches_wait_for_a_collection(monkeypatch, source):
     for name in pipeline.LOCAL_PROCESS_COUNT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(16)))
