@@ -257,6 +257,10 @@ def auto_workers():
     return max(1, cores // local - 1)
 
 
+# Iterators whose batches come from worker processes, in Grain's shared memory.
+_IN_SHARED_MEMORY = weakref.WeakSet()
+
+
 def iterator(ds, num_workers=0, buffer_size=2):
     """An iterator over a MapDataset, read by `num_workers` processes (0: threads of this one; -1:
     `auto_workers()`). Release it with `close` when done."""
@@ -273,10 +277,6 @@ def iterator(ds, num_workers=0, buffer_size=2):
     if num_workers:
         _IN_SHARED_MEMORY.add(batches)
     return batches
-
-
-# Iterators whose batches come from worker processes, in Grain's shared memory.
-_IN_SHARED_MEMORY = weakref.WeakSet()
 
 
 def close(batches):
