@@ -210,8 +210,8 @@ def parse(argv, resolve=None):
 def define_flag(kind, name, default, help_text, **options):
     """Define `--name` unless a tool in this process already did: a flag shared by several tools is defined
     by one definer (here for the data flags, in `vifi_jax.cli.flags` for the model's), never twice."""
-    if name not in flags.FLAGS:
-        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **options)
+    if name not in flags.FLAGS:  # help by keyword: DEFINE_enum takes its values before it
+        getattr(flags, f"DEFINE_{kind}")(name, default, help=help_text, **options)
 
 
 def verbose_flag():

@@ -15,20 +15,14 @@ from vifi_jax.evaluators import job
 from vifi_jax.train import loop
 from conftest import xla_flags_with_devices
 
-LEARNING = {"data.demo.videos_per_class": 16, "train.batch_size": 8, "train.accumulation_steps": 1, "train.lr": 1e-3,
-            "train.epochs": 20, "train.warmup_epochs": 2, "eval.every_epochs": 100, "checkpoint.every_steps": 80,
-            "log_every": 40}
-
-
 def test_tiny_clip_learns_the_synthetic_task_through_the_pipeline(tmp_path):
-    """160 updates of `python -m vifi_jax.main`."""
     c = zeroshot.get_config("train,smoke")
-    for path, value in LEARNING.items():
-        c.update_from_flattened_dict({path: value})
+    c.data.demo.videos_per_class = 16
+    c.train.batch_size, c.train.accumulation_steps, c.train.lr = 8, 1, 1e-3
+    c.train.epochs, c.train.warmup_epochs = 20, 2
+    c.eval.every_epochs, c.checkpoint.every_steps, c.log_every = 100, 80, 40
     before = job.run(c, str(tmp_path / "before"))["final"]["val"]["top1"]
-    run_main(tmp_path / "run", *(f"--config.{path}={value}" for path, value in LEARNING.items()))
-    with open(tmp_path / "run" / "results.json") as f:
-        results = json.load(f)
+    results = loop.train_and_evaluate(c, str(tmp_path / "run"))
     after = results["final"]["val"]["top1"]
     assert len(results["history"]) == 160
     assert before <= 50 and after >= 90, (before, after)  # 4 classes: chance is 25%

@@ -47,8 +47,7 @@ def overwrite(help_text):
 
 
 def dtype(help_text):
-    if "dtype" not in FLAGS:
-        flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], help_text)
+    _define("enum", "dtype", "float32", help_text, enum_values=["float32", "float16"])
 
 
 def num_frames(help_text="Frames sampled per video: the centres of this many equal segments (TSN)."):
