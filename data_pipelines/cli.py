@@ -18,6 +18,9 @@ from absl import app, flags
 
 from data_pipelines import files
 
+# The flags this module's definers define belong to the tool that calls them: its --help lists them.
+flags.disclaim_key_flags()
+
 VERBOSE_ENV = "VIFI_JAX_VERBOSE"
 OUR_LOGGERS = ("vifi_jax", "data_pipelines")
 

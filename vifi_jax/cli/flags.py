@@ -9,6 +9,7 @@ from absl import flags
 from data_pipelines import cli
 
 FLAGS = flags.FLAGS
+flags.disclaim_key_flags()  # the flags defined here are the calling tool's: its --help lists them
 DEFAULT_WEIGHTS = "openai:ViT-B/16"
 
 
