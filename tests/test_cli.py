@@ -5,6 +5,7 @@ import ast
 import collections
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,16 @@ def test_help_exits_zero_and_an_unknown_flag_is_one_line(command):
     code, out, err = run(command, "--no_such_flag=1")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err[-2000:]
     assert err.startswith("error: Unknown command line flag 'no_such_flag'") and f"python -m {command} --help" in err
+
+
+@pytest.mark.parametrize("command", ["vifi_jax.predict", "vifi_jax.extract", "vifi_jax.explain", "vifi_jax.convert",
+                                     "data_pipelines.prepare"])
+def test_help_describes_every_flag_its_usage_names(command):
+    """Shared flags too (defined in data_pipelines.cli and vifi_jax.cli.flags). The other commands' texts also
+    name flags of other programs (extract's --level in search, CLIP4Clip's in main)."""
+    usage, _, described = run(command, "--help")[1].partition("\nflags:\n")
+    named = set(re.findall(r"--([a-z][a-z_]*)", usage))
+    assert len(named) >= 3 and named <= set(re.findall(r"^  --(?:\[no\])?([a-z][a-z_-]*)", described, re.M))
 
 
 def test_each_flag_is_defined_in_one_place():
