@@ -75,4 +75,7 @@ def get_config(arg=None):
         if arg.train:
             c.retrieval.max_words = 16
             c.train.lr, c.train.epochs, c.train.warmup_epochs, c.train.batch_size = 1e-3, 10, 1, 8
+            # 40 updates: a checkpoint every 20 (the smoke default of 2 made 20 saves, most of a run's time on
+            # 8 devices, where each save slices every replicated tensor per device)
+            c.checkpoint.every_steps = 20
     return c
