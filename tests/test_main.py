@@ -147,9 +147,10 @@ def test_ctrl_c_is_one_line_and_the_interrupted_evaluation_is_marked_partial(tmp
     assert not (workdir / outputs.LOCK).exists()  # released: the next run is not refused
 
 
-def test_no_room_for_a_checkpoint_is_one_line_before_anything_is_written(tmp_path):
-    """A file-size limit below the train state's size stands in for a full disk: the save is refused before
-    Orbax starts writing (no partial checkpoint, no pages of tracebacks)."""
+def test_no_room_for_a_checkpoint_is_one_line_before_training_starts(tmp_path):
+    """A file-size limit below the train state's size stands in for a full disk: the run is refused as soon
+    as its state exists, before the first update (not after the updates before its first save), and nothing
+    is written (no partial checkpoint, no pages of tracebacks). A disk that fills later: test_checkpoint."""
     import resource
     import signal
 
@@ -165,7 +166,7 @@ def test_no_room_for_a_checkpoint_is_one_line_before_anything_is_written(tmp_pat
     assert result.returncode == 1 and last.startswith(f"error: cannot write the checkpoint into {tmp_path}"), \
         result.stderr[-3000:]
     assert "file-size limit (ulimit -f) is 8.0 MiB" in last and "Traceback" not in result.stderr
-    assert not os.listdir(tmp_path / "checkpoints")
+    assert not os.listdir(tmp_path / "checkpoints") and not (tmp_path / "tensorboard").exists()  # never trained
 
 
 def test_a_config_saved_before_a_field_was_added_resumes_as_the_run_it_was():

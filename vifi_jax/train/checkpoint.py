@@ -18,12 +18,17 @@ def manager(directory, every_steps, keep=3, async_save=True):
     return ocp.CheckpointManager(directory, options=options, item_names=("state",))
 
 
+def check_room(checkpoints, state):
+    """Refuse (files.WriteError naming the directory) when its disk cannot hold one checkpoint of `state`."""
+    files.check_room(checkpoints.directory, sum(x.nbytes for x in jax.tree.leaves(state)), "the checkpoint")
+
+
 def save(checkpoints, step, state, force=False):
     """Save if `step` is due (or `force`); returns whether a save started. A disk without room for the state
     is refused before anything is written (one error naming the directory, not Orbax's tracebacks)."""
     if not (force or checkpoints.should_save(step)):
         return False
-    files.check_room(checkpoints.directory, sum(x.nbytes for x in jax.tree.leaves(state)), "the checkpoint")
+    check_room(checkpoints, state)
     return checkpoints.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=force)
 
 

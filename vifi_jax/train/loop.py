@@ -112,6 +112,9 @@ def _setup_and_train(config, workdir):
              t.batch_size)
     ckpt = checkpoint.manager(storage.absolute(storage.join(workdir, workdirs.CHECKPOINTS)),
                               config.checkpoint.every_steps, config.checkpoint.keep, config.checkpoint.async_save)
+    # Every run saves at least once (at its end): a disk that cannot hold a checkpoint is named now, not after
+    # the updates before the first save. Each save checks again (the disk may fill meanwhile).
+    checkpoint.check_room(ckpt, state)
     results = {"config": config.to_dict(), "note": session.note, "model": session.weights, "history": [],
                "evaluations": {}}
     start_update = 0
