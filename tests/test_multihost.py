@@ -21,11 +21,13 @@ from vifi_jax import api, extract
 RTOL = 1e-5
 
 
-def test_two_processes_train_like_one_sigterm_saves_both_and_two_hosts_of_two_devices_resume_it(tmp_path, one_device):
-    """2 processes of one device train; SIGTERM to one of them saves every process at the same update; 2
-    processes of 2 devices each (hosts of several chips, as a TPU pod's) resume that checkpoint over twice the
-    devices; the losses are the one-device run's throughout. Other process counts are covered elsewhere:
-    1 -> 2 processes in test_storage (a bucket run), 2 -> 1 in test_retrieval_training."""
+def test_two_processes_train_like_one_sigterm_saves_both_and_one_process_of_two_devices_resumes_it(tmp_path,
+                                                                                                   one_device):
+    """2 processes of one device train; SIGTERM to one of them saves every process at the same update; one
+    process of 2 devices resumes that checkpoint (other process and device counts); the losses are the
+    one-device run's throughout. Other counts are covered elsewhere: 1 process -> 2 processes of 2 devices
+    each (hosts of several chips, as a TPU pod's) in test_storage (a bucket run), 2 -> 1 in
+    test_retrieval_training."""
     workdir, logs = tmp_path / "two", tmp_path / "logs2"
     processes = start_job(workdir, 2, *EIGHT, logs=logs)
     # As the first update is compiled (JAX's preemption service holds SIGTERM since the job formed): the
@@ -42,8 +44,8 @@ def test_two_processes_train_like_one_sigterm_saves_both_and_two_hosts_of_two_de
         assert f"saved update {stopped} after SIGTERM" in output_of(logs, i)
     np.testing.assert_allclose(losses(workdir), one_device[1][:stopped], rtol=RTOL)
     assert len(glob.glob(str(workdir / "tensorboard" / "*"))) == 1  # only process 0 writes results
-    output = run_job(workdir, 2, *EIGHT, logs=tmp_path / "logs_resume", env={"XLA_FLAGS": xla_flags_with_devices(2)})[0]
-    assert f"resumed from checkpoint at update {stopped}" in output and "2 process(es), 4 device(s)" in output
+    output = run_main(workdir, *EIGHT, env={"XLA_FLAGS": xla_flags_with_devices(2)})
+    assert f"resumed from checkpoint at update {stopped}" in output and "1 process(es), 2 device(s)" in output
     np.testing.assert_allclose(losses(workdir), one_device[1], rtol=RTOL)
 
 

