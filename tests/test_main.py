@@ -2,6 +2,7 @@
 from the installed wheel in test_packaging)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -37,33 +38,40 @@ def test_configs_are_named_by_file_or_by_shipped_name(tmp_path):
     assert code != 0 and "no shipped config 'zero_shot'" in err and "zeroshot" in err
 
 
-def test_a_workdir_never_resumes_a_different_run(tmp_path):
+def the_one_device_config():
+    """The config of conftest's one_device run (`runs.EIGHT` on the smoke train config)."""
     config = zeroshot.get_config("train,smoke")
-    config.train.max_steps = 2
-    loop.train_and_evaluate(config, str(tmp_path))
-    assert workdirs.has_checkpoints(str(tmp_path))
-    workdirs.prepare_training(str(tmp_path), config)  # the same config resumes
-    changed = zeroshot.get_config("train,smoke")
+    config.train.batch_size, config.train.epochs, config.checkpoint.every_steps = 8, 6, 3
+    return config
+
+
+def test_a_workdir_never_resumes_a_different_run(tmp_path, one_device):
+    workdir = tmp_path / "run"  # a copy of a whole training run's workdir: its checkpoints, config, results
+    shutil.copytree(one_device[0], workdir)
+    config = the_one_device_config()
+    assert workdirs.has_checkpoints(str(workdir))
+    workdirs.prepare_training(str(workdir), config)  # the same config resumes
+    changed = the_one_device_config()
     changed.train.max_steps, changed.data.num_workers, changed.log_every = 9, 2, 7  # free to differ
-    workdirs.prepare_training(str(tmp_path), changed)
+    workdirs.prepare_training(str(workdir), changed)
     changed.train.lr, changed.model.init = 1e-3, "random:ViT-B/32"
     with pytest.raises(workdirs.ChangedConfigError) as error:
-        workdirs.prepare_training(str(tmp_path), changed)
+        workdirs.prepare_training(str(workdir), changed)
     message = str(error.value)
     assert "model.init: 'random:ViT-B/16' -> 'random:ViT-B/32'" in message and "train.lr: 8e-06 -> 0.001" in message
     assert "--workdir" in message and "--resume_changed_config" in message and "max_steps" not in message
-    workdirs.prepare_training(str(tmp_path), changed, resume_changed=True)  # saves the changed config
-    code, _, err = run("vifi_jax.main", "--config=zeroshot:train,smoke", f"--workdir={tmp_path}",
+    workdirs.prepare_training(str(workdir), changed, resume_changed=True)  # saves the changed config
+    code, _, err = run("vifi_jax.main", "--config=zeroshot:train,smoke", f"--workdir={workdir}",
                        "--config.train.lr=0.5")
     lines = err.strip().splitlines()
     assert code == 1 and lines[-1].startswith("error: ") and "train.lr: 0.001 -> 0.5" in lines[-1], err[-2000:]
     assert "Traceback" not in err
-    os.remove(tmp_path / outputs.MARKER)  # a workdir written before markers existed is still this run's
-    workdirs.claim(str(tmp_path))
-    assert outputs.is_claimed(str(tmp_path), "run")
-    (tmp_path / "config.json").write_text('{"train": {"lr": ' + "9" * 5000 + "}}")
+    os.remove(workdir / outputs.MARKER)  # a workdir written before markers existed is still this run's
+    workdirs.claim(str(workdir))
+    assert outputs.is_claimed(str(workdir), "run")
+    (workdir / "config.json").write_text('{"train": {"lr": ' + "9" * 5000 + "}}")
     with pytest.raises(ValueError, match=r"saved config .*config.json: train.lr is a 5000-digit number.*delete it"):
-        workdirs.prepare_training(str(tmp_path), changed)
+        workdirs.prepare_training(str(workdir), changed)
 
 
 def test_cli_failures_are_one_line_and_verbose_shows_the_traceback(tmp_path):
