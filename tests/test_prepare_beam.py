@@ -1,5 +1,5 @@
 """prepare_beam: the Beam pipeline (DirectRunner, 2 worker processes) writes what prepare writes, and a rerun
-after a crash decodes only the shard that was not finished."""
+after a crash (1 worker: one shard is left) decodes only the shard that was not finished."""
 import glob
 import json
 import os
@@ -11,6 +11,7 @@ import pytest
 from data_pipelines import datasets, files, prepare, prepare_beam
 
 PIPELINE = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+ONE_SHARD_PIPELINE = ["--direct_running_mode=multi_processing", "--direct_num_workers=1"]  # a second worker idles
 NAME, SPLIT, LOST = "clips", "train", 1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.xdist_group("beam")  # one worker runs the pipelines once (--dist loadgroup)
@@ -75,7 +76,7 @@ def runs(synthetic_videos, tmp_path_factory):
     open(staging, "wb").write(b"half a shard")
     command = [sys.executable, "-m", "data_pipelines.prepare_beam", f"--list_file={listing}", f"--root={root}",
                f"--labels_file={labels}", f"--name={NAME}", f"--split={SPLIT}", f"--data_dir={beam_dir}",
-               "--short_side=32", "--videos_per_shard=4", "--", *PIPELINE]
+               "--short_side=32", "--videos_per_shard=4", "--", *ONE_SHARD_PIPELINE]
     rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     after = [_stat(s) for s in _shards(beam_dir)]
     again = prepare_beam.prepare_beam(*arguments, short_side=32, videos_per_shard=4, pipeline_args=PIPELINE)
