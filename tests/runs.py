@@ -1,4 +1,5 @@
 """`python -m vifi_jax.main` runs as the tests start them: one process, or several forming one JAX job."""
+import ast
 import json
 import os
 import socket
@@ -9,6 +10,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "--config=configs/zeroshot.py:train,smoke"
 # Six updates of a global batch of 8 (divisible by 1, 2, 4 and 8 devices), checkpoints after updates 3 and 6.
 EIGHT = ["--config.train.batch_size=8", "--config.train.epochs=6", "--config.checkpoint.every_steps=3"]
+
+
+def config_with(config, overrides):
+    """`config` with `--config.<path>=<value>` overrides (such as EIGHT) applied, as the runs' command lines do."""
+    for flag in overrides:
+        path, value = flag.removeprefix("--config.").split("=", 1)
+        config.update_from_flattened_dict({path: ast.literal_eval(value)})
+    return config
 
 
 def start(workdir, *args, env=None, config=SMOKE, log=None, cwd=REPO):

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import runs
 from configs import common, zeroshot
 from data_pipelines import outputs
 from vifi_jax import main
@@ -39,10 +40,8 @@ def test_configs_are_named_by_file_or_by_shipped_name(tmp_path):
 
 
 def the_one_device_config():
-    """The config of conftest's one_device run (`runs.EIGHT` on the smoke train config)."""
-    config = zeroshot.get_config("train,smoke")
-    config.train.batch_size, config.train.epochs, config.checkpoint.every_steps = 8, 6, 3
-    return config
+    """The config of conftest's one_device run: the smoke train config with `runs.EIGHT`."""
+    return runs.config_with(zeroshot.get_config("train,smoke"), runs.EIGHT)
 
 
 def test_a_workdir_never_resumes_a_different_run(tmp_path, one_device):

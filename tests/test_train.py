@@ -15,6 +15,7 @@ from vifi_jax.evaluators import job
 from vifi_jax.train import loop
 from conftest import xla_flags_with_devices
 
+
 def test_tiny_clip_learns_the_synthetic_task_through_the_pipeline(tmp_path):
     c = zeroshot.get_config("train,smoke")
     c.data.demo.videos_per_class = 16
