@@ -4,6 +4,8 @@ Parameters are exactly CLIP's (`clip.CLIP`), so any CLIP or ViFi-CLIP checkpoint
 loads into it. The B·T frames of a batch go through the image tower as one batch.
 Also here: the class texts (and their token ids) the official code builds for each text mode.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import traverse_util
@@ -88,9 +90,16 @@ class ViFiCLIP(clip.CLIP):
 def parameter_shapes(config):
     """{path: shape} of every parameter of the model `config` (CLIP's fields) describes: traced, nothing
     allocated. Checkpoint readers check what a file holds against it."""
+    return dict(_parameter_shapes(tuple(sorted(config.items()))))
+
+
+@functools.lru_cache(maxsize=16)
+def _parameter_shapes(fields):
+    """Traced once per model config in a process: every checkpoint read checks against it (0.1-0.2 s a trace)."""
+    config = dict(fields)
     model = ViFiCLIP(**config)
     res = config["image_resolution"]
     frames = jax.ShapeDtypeStruct((1, 1, res, res, 3), jnp.float32)
     ids = jax.ShapeDtypeStruct((1, config["context_length"]), jnp.int32)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), frames, ids)["params"]
-    return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(shapes, sep="/").items()}
+    return tuple((path, tuple(leaf.shape)) for path, leaf in traverse_util.flatten_dict(shapes, sep="/").items())
