@@ -22,13 +22,26 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# The tests' models are tiny: compiling them dominates running them. Both flags keep XLA's HLO passes
-# (fusion, layout: what decides numerics) and cut the CPU code generation: LLVM's lowest optimisation level,
-# and the elemental emitters for fusions instead of the newer MLIR fusion emitters, which compile a fused
-# train step ~30% faster and run these tiny steps faster too (tests/test_train_step.py: 68 -> 35 CPU-s; the
-# smoke run's losses are the same to the last printed digit).
+# XLA flags for the tests' CPU programs. Both kinds keep XLA's HLO passes (fusion, layout: what decides
+# numerics) and use the elemental emitters for fusions instead of the newer MLIR fusion emitters, which
+# compile a fused train step ~30% faster and run these tiny steps faster too (tests/test_train_step.py:
+# 68 -> 35 CPU-s; the smoke run's losses are the same to the last printed digit).
+# - The programs the tests start (smoke runs, tools, jobs of several processes) compile many programs and run
+#   each a few times: LLVM's lowest optimisation level, the cheapest code generation.
+# - The pytest workers run the in-process tests, which run their programs many times (a 160-update learning
+#   run, full-size ViT-B/16 parity, the augmentation checks): LLVM's default level, whose code runs them
+#   faster (the learning and full-size parity tests: 47 -> 33 CPU-s with a full compilation cache). The
+#   whole suite on 2 cores, one run each: 448 s with an empty cache and 343 s with a full one; the lowest
+#   level everywhere 366 s full (480-500 s empty, earlier code); the default everywhere 600 s and 337 s.
+# XLA reads XLA_FLAGS once, as the backend starts: the worker's backend is started here with its flags, and
+# XLA_FLAGS is then left as the started programs inherit it.
 XLA_TEST_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()
+_OUTER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = f"{_OUTER_XLA_FLAGS} --xla_cpu_use_fusion_emitters=false".strip()
+import jax  # noqa: E402
+
+jax.devices()
+os.environ["XLA_FLAGS"] = f"{_OUTER_XLA_FLAGS} {XLA_TEST_FLAGS}".strip()
 
 
 def xla_flags_with_devices(count):
@@ -36,7 +49,6 @@ def xla_flags_with_devices(count):
     return f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={count}"
 
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
