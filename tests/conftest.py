@@ -35,9 +35,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 #   level everywhere 366 s full (480-500 s empty, earlier code); the default everywhere 600 s and 337 s.
 # XLA reads XLA_FLAGS once, as the backend starts: the worker's backend is started here with its flags, and
 # XLA_FLAGS is then left as the started programs inherit it.
-XLA_TEST_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+_ELEMENTAL_FUSIONS = "--xla_cpu_use_fusion_emitters=false"
+XLA_TEST_FLAGS = f"--xla_backend_optimization_level=0 {_ELEMENTAL_FUSIONS}"  # the started programs'
 _OUTER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
-os.environ["XLA_FLAGS"] = f"{_OUTER_XLA_FLAGS} --xla_cpu_use_fusion_emitters=false".strip()
+os.environ["XLA_FLAGS"] = f"{_OUTER_XLA_FLAGS} {_ELEMENTAL_FUSIONS}".strip()  # this worker's
 import jax  # noqa: E402
 
 jax.devices()
