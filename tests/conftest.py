@@ -8,6 +8,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import warnings
 
 # One JAX compilation cache for the session, which the programs the tests start share (set before jax is
 # imported, so this process uses it too): the smoke train step and the towers compile once, not per process.
@@ -33,16 +34,28 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 #   faster (the learning and full-size parity tests: 47 -> 33 CPU-s with a full compilation cache). The
 #   whole suite on 2 cores, one run each: 448 s with an empty cache and 343 s with a full one; the lowest
 #   level everywhere 366 s full (480-500 s empty, earlier code); the default everywhere 600 s and 337 s.
-# XLA reads XLA_FLAGS once, as the backend starts: the worker's backend is started here with its flags, and
-# XLA_FLAGS is then left as the started programs inherit it.
+# XLA reads XLA_FLAGS once, as the backend starts: each process that runs tests starts its backend with its
+# flags (pytest_configure), then leaves XLA_FLAGS as the programs it starts inherit it. pytest-xdist's
+# workers inherit the controller's environment, so the flags this run was started with are kept aside by the
+# first process that loads this file: the workers' flags are built from those, not from the started ones.
 _ELEMENTAL_FUSIONS = "--xla_cpu_use_fusion_emitters=false"
 XLA_TEST_FLAGS = f"--xla_backend_optimization_level=0 {_ELEMENTAL_FUSIONS}"  # the started programs'
-_OUTER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
-os.environ["XLA_FLAGS"] = f"{_OUTER_XLA_FLAGS} {_ELEMENTAL_FUSIONS}".strip()  # this worker's
-import jax  # noqa: E402
-
-jax.devices()
+_OUTER_XLA_FLAGS = os.environ.setdefault("VIFI_JAX_TEST_OUTER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
 os.environ["XLA_FLAGS"] = f"{_OUTER_XLA_FLAGS} {XLA_TEST_FLAGS}".strip()
+
+
+def pytest_configure(config):
+    """JAX's backend started with the workers' flags, before any test module is imported; not in
+    pytest-xdist's controller, which runs no test (jax and torch stay out of it: ~3 s before the workers)."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    os.environ["XLA_FLAGS"] = f"{_OUTER_XLA_FLAGS} {_ELEMENTAL_FUSIONS}".strip()
+    try:
+        import jax
+        jax.devices()
+    finally:
+        os.environ["XLA_FLAGS"] = f"{_OUTER_XLA_FLAGS} {XLA_TEST_FLAGS}".strip()
+    jax.config.update("jax_default_matmul_precision", "float32")
 
 
 def xla_flags_with_devices(count):
@@ -53,7 +66,6 @@ def xla_flags_with_devices(count):
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-jax.config.update("jax_default_matmul_precision", "float32")
 # Generated demo clips and downloads go to a fresh cache, never the user's.
 os.environ["VIFI_JAX_CACHE"] = tempfile.mkdtemp(prefix="vifi_jax_test_cache_")
 
@@ -151,8 +163,11 @@ def write_openai_jit_archive(reference, openai_model, path, dtype="float16"):
     def trace(target):
         model = _as_released(reference, openai_model, dtype)
         size = model.visual.input_resolution
-        traced = torch.jit.trace_module(
-            model, {"encode_image": torch.zeros(1, 3, size, size, dtype=getattr(torch, dtype))}, check_trace=False)
+        with warnings.catch_warnings():  # tracing OpenAI's code warns of its Python-side shape logic
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace_module(
+                model, {"encode_image": torch.zeros(1, 3, size, size, dtype=getattr(torch, dtype))},
+                check_trace=False)
         traced.save(target)
 
     return _archive_once("trace", reference, dtype, path, trace)
