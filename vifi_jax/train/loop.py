@@ -7,7 +7,6 @@ the step they agree on through JAX's preemption service).
 import dataclasses
 import logging
 import signal
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +17,7 @@ from vifi_jax.evaluators import job, retrieval
 from vifi_jax.models import flops
 from vifi_jax.runtime import config_checks, data, encoder, sharding, workdirs
 from vifi_jax.runtime import session as session_lib
-from vifi_jax.train import checkpoint, optim, prefetch, step_log, steps
+from vifi_jax.train import checkpoint, optim, prefetch, step_log, steps, summaries
 from vifi_jax.weights import model_dir
 
 log = logging.getLogger(__name__)
@@ -40,22 +39,6 @@ class _Preemption:
     def restore(self):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
-
-
-def _summary_writer(workdir):
-    if jax.process_index() != 0:
-        return None
-    # tensorboardX imports torch, when installed, only to accept torch tensors: 1.8 s of every run's start for
-    # scalars that are floats. A None entry in sys.modules makes that optional import fail as if torch were absent.
-    hidden = "torch" not in sys.modules
-    if hidden:
-        sys.modules["torch"] = None
-    try:
-        from tensorboardX import SummaryWriter
-    finally:
-        if hidden:
-            del sys.modules["torch"]
-    return SummaryWriter(storage.join(workdir, "tensorboard"))  # gs://: whole-file uploads on each flush
 
 
 @dataclasses.dataclass
@@ -165,7 +148,7 @@ def _train(config, workdir, session, train, plan, optimizer, lr_fn, state, ckpt,
         batches = prefetch.Prefetch(_update_batches(data_iter, mesh, range(start_update, plan.total_updates),
                                                     t.accumulation_steps, plan.updates_per_epoch, plan.leftover,
                                                     spec.augment_on, captions))
-        writer = _summary_writer(workdir)
+        writer = summaries.writer(workdir)
         preemption = _Preemption()
         losses = step_log.StepLog(config, lr_fn, plan.total_updates, plan.updates_per_epoch, results, writer,
                                   flops.per_update(flops.model_fields(module), config, work["texts"],
