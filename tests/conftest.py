@@ -31,9 +31,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 #   each a few times: LLVM's lowest optimisation level, the cheapest code generation.
 # - The pytest workers run the in-process tests, which run their programs many times (a 160-update learning
 #   run, full-size ViT-B/16 parity, the augmentation checks): LLVM's default level, whose code runs them
-#   faster (the learning and full-size parity tests: 47 -> 33 CPU-s with a full compilation cache). The
-#   whole suite on 2 cores, one run each: 448 s with an empty cache and 343 s with a full one; the lowest
-#   level everywhere 366 s full (480-500 s empty, earlier code); the default everywhere 600 s and 337 s.
+#   faster (the learning and full-size parity tests: 38 -> 21 CPU-s with a full compilation cache). The
+#   whole suite on 2 cores with a full cache, run between two runs of the code before (whose workers compiled
+#   at the lowest level by mistake): 368 s between 384 s and 408 s; 464 s with an empty cache. This machine's
+#   speed drifts: the same code took 298-368 s with a full cache over two hours.
 # XLA reads XLA_FLAGS once, as the backend starts: each process that runs tests starts its backend with its
 # flags (pytest_configure), then leaves XLA_FLAGS as the programs it starts inherit it. pytest-xdist's
 # workers inherit the controller's environment, so the flags this run was started with are kept aside by the
