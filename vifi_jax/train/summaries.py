@@ -1,10 +1,10 @@
 """TensorBoard summaries of a run (process 0 writes them): tensorboardX's event files, written through
 `data_pipelines.storage` when the workdir is in a bucket, as every other file of a run is.
 
-tensorboardX imports torch, boto3 and google-cloud-storage when they are installed, only to accept torch
-tensors and to write s3:// and gs:// itself (torch 1.8 s, google-cloud-storage 0.2 s of every run's start),
-for scalars that are floats and for bucket writes that `storage` makes (with the run's credentials, the same errors, and gcs:// too, which
-tensorboardX would have written as a local folder named "gcs:"). They are imported as if absent.
+tensorboardX imports torch, boto3 and google-cloud-storage when they are installed, to accept torch tensors
+and to write s3:// and gs:// itself: torch 1.8 s and google-cloud-storage 0.2 s of every run's start. The
+scalars here are floats, and `storage` makes the bucket writes (the run's credentials, the same errors, and
+gcs:// too, which tensorboardX wrote into a local folder named "gcs:"), so they are imported as if absent.
 """
 import io
 import sys
@@ -21,13 +21,16 @@ class _BucketEventFile:
     tensorboardX flushes every two minutes and on close."""
 
     def __init__(self, path):
-        self.path, self.buffer = path, io.BytesIO()
+        self.path, self.buffer, self.uploaded = path, io.BytesIO(), -1
 
     def write(self, data):
         self.buffer.write(data)
 
     def flush(self):
-        storage.write_bytes(self.path, self.buffer.getvalue())
+        """Uploads the file only if it grew since its last upload: closing flushes twice, quiet minutes none."""
+        if self.buffer.tell() != self.uploaded:
+            storage.write_bytes(self.path, self.buffer.getvalue())
+            self.uploaded = self.buffer.tell()
 
     def close(self):
         self.flush()
