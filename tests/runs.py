@@ -20,10 +20,20 @@ def config_with(config, overrides):
     return config
 
 
-def start(workdir, *args, env=None, config=SMOKE, log=None, cwd=REPO):
+JOB_PROCESS = os.path.join(REPO, "tests", "job_process.py")
+
+
+def job_process_command(module):
+    """The command that runs `python -m module` as one process of a job (tests/job_process.py: every process
+    writes JAX's compilation cache, so processes other than 0 stop compiling afresh in every run)."""
+    return [sys.executable, JOB_PROCESS, module]
+
+
+def start(workdir, *args, env=None, config=SMOKE, log=None, cwd=REPO, job=False):
     """`cwd` other than the checkout: the config is named as a shipped one (`zeroshot:...`) and the checkout
-    is put on PYTHONPATH."""
-    command = [sys.executable, "-m", "vifi_jax.main", config, f"--workdir={workdir}", *args]
+    is put on PYTHONPATH. `job`: a process of a job (`job_process_command`)."""
+    program = job_process_command("vifi_jax.main") if job else [sys.executable, "-m", "vifi_jax.main"]
+    command = [*program, config, f"--workdir={workdir}", *args]
     env = {**os.environ, **(env or {})}
     if cwd != REPO:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
@@ -56,7 +66,7 @@ def start_job(workdir, count, *overrides, logs, config=SMOKE, heartbeat_timeout=
         log = open(os.path.join(logs, f"{i}.log"), "w")
         processes.append(start(workdir, f"--coordinator_address={address}", f"--num_processes={count}",
                                f"--process_id={i}", f"--heartbeat_timeout={heartbeat_timeout}", *overrides,
-                               env=env, config=config, log=log, cwd=cwd))
+                               env=env, config=config, log=log, cwd=cwd, job=True))
     return processes
 
 

@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 
 from data_pipelines import datasets
-from runs import EIGHT, REPO, free_port, losses, output_of, run_job, run_main, start_job
+from runs import EIGHT, REPO, free_port, job_process_command, losses, output_of, run_job, run_main, start_job
 from conftest import TINY, xla_flags_with_devices
 from vifi_jax import api, extract
 
@@ -85,7 +84,7 @@ def test_two_processes_extract_their_halves_into_one_manifest(tmp_path, syntheti
     model.save(str(tmp_path / "model"))
     address = f"127.0.0.1:{free_port()}"
     processes = [subprocess.Popen(
-        [sys.executable, "-m", "vifi_jax.extract", f"--weights={tmp_path / 'model'}", f"--out={tmp_path / 'out'}",
+        [*job_process_command("vifi_jax.extract"), f"--weights={tmp_path / 'model'}", f"--out={tmp_path / 'out'}",
          f"--list_file={list_file}", f"--root={root}", "--num_frames=2", "--shard_size=4",
          f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
