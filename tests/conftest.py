@@ -2,6 +2,7 @@
 import atexit
 import fcntl
 import functools
+import gc
 import importlib.metadata
 import importlib.util
 import os
@@ -46,10 +47,13 @@ os.environ["XLA_FLAGS"] = f"{_OUTER_XLA_FLAGS} {XLA_TEST_FLAGS}".strip()
 
 
 def pytest_configure(config):
-    """JAX's backend started with the workers' flags, before any test module is imported; not in
-    pytest-xdist's controller, which runs no test (jax and torch stay out of it: ~3 s before the workers)."""
+    """JAX's backend started with the workers' flags, before any test module is imported, and the garbage
+    collector set as the commands set it; not in pytest-xdist's controller, which runs no test (jax and torch
+    stay out of it: ~3 s before the workers)."""
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         return
+    from data_pipelines import cli
+    gc.set_threshold(*cli.GC_THRESHOLDS)  # as the commands set it: a worker spent 6-7 CPU-s collecting
     os.environ["XLA_FLAGS"] = f"{_OUTER_XLA_FLAGS} {_ELEMENTAL_FUSIONS}".strip()
     try:
         import jax
