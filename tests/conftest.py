@@ -32,10 +32,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 #   each a few times: LLVM's lowest optimisation level, the cheapest code generation.
 # - The pytest workers run the in-process tests, which run their programs many times (a 160-update learning
 #   run, full-size ViT-B/16 parity, the augmentation checks): LLVM's default level, whose code runs them
-#   faster (the learning and full-size parity tests: 38 -> 21 CPU-s with a full compilation cache). The
-#   whole suite on 2 cores with a full cache, run between two runs of the code before (whose workers compiled
-#   at the lowest level by mistake): 368 s between 384 s and 408 s; 464 s with an empty cache. This machine's
-#   speed drifts: the same code took 298-368 s with a full cache over two hours.
+#   faster (the learning and full-size parity tests: 38 -> 21 CPU-s with a full compilation cache).
+# The whole suite on 2 cores, fresh clones, `.ci/run` (2026-12-08): 221-245 s with a full cache (the code before
+# this file set the workers' garbage collector and tests/job_process.py existed: 239-268 s, run alternately:
+# mean 232 against 255 s); 392 s with an empty cache. This machine's speed drifts by 15-30 % over hours:
+# compare runs of one period.
 # XLA reads XLA_FLAGS once, as the backend starts: each process that runs tests starts its backend with its
 # flags (pytest_configure), then leaves XLA_FLAGS as the programs it starts inherit it. pytest-xdist's
 # workers inherit the controller's environment, so the flags this run was started with are kept aside by the
